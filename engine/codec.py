@@ -1,0 +1,340 @@
+"""Envelope decoding and batch normalisation: the hot path of ingest.
+
+Records arrive as JSON lines (or as `Envelope`s built by a format adapter). The fast path decodes
+only the envelope with a `msgspec.Struct`, keeping `data` as raw bytes; everything else is done
+column-wise on a whole batch with Arrow (UTF-8 validation, RFC 3339 checks, time parsing) and NumPy
+(key fingerprints), so the per-event Python cost is one decode and a few list comprehensions.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import BadInput
+from .events import CE_FIELDS, CORE_FIELDS, Envelope
+from .keyindex import fingerprints
+
+#: Columns of a batch as written to the WAL (segments add `seq` and `recorded_at` in front).
+BATCH_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("type", pa.string()),
+        ("subject", pa.string()),
+        ("time", pa.string()),
+        ("time_ts", pa.timestamp("us", tz="UTC")),
+        ("data", pa.string()),
+        ("meta", pa.string()),
+        ("ext", pa.string()),
+    ]
+)
+
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+_RFC3339 = re.compile(RFC3339)
+_DEC = msgspec.json.Decoder(Envelope)
+_RAW_OBJ = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_STR = msgspec.json.Decoder(str)
+_ENC = msgspec.json.Encoder()
+_FIELD_RE = re.compile(r"`\$\.([A-Za-z0-9_]+)")
+_MISSING_RE = re.compile(r"missing required field `([A-Za-z0-9_]+)`")
+_EXPECT = {
+    "id": "a non-empty string",
+    "source": "a string",
+    "type": "a non-empty string",
+    "subject": "a non-empty string",
+    "time": "an RFC 3339 timestamp string, e.g. 2026-11-21T10:00:00Z",
+    "data": "any JSON value (the field must be present)",
+    "meta": "a JSON value",
+}
+
+
+def _bad(msg: str, field: str | None = None, *, expected: str | None = None) -> BadInput:
+    return BadInput(msg, field=field, expected=expected or _EXPECT.get(field or "", None))
+
+
+def decode_line(line: bytes | memoryview) -> Envelope:
+    """Decode one JSON envelope. Raises BadInput naming the field and what was expected."""
+    try:
+        return _DEC.decode(line)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if text.startswith("Object contains unknown field"):
+            return _decode_with_extensions(line)
+        raise _from_msgspec(text) from None
+    except msgspec.DecodeError as exc:
+        raise _bad(f"not valid JSON ({exc})", expected="one JSON object per line") from None
+
+
+def _from_msgspec(text: str) -> BadInput:
+    m = _MISSING_RE.search(text)
+    if m:
+        return _bad(f"missing `{m.group(1)}`", m.group(1))
+    m = _FIELD_RE.search(text)
+    field = m.group(1) if m else None
+    if text.startswith("Expected `object`"):
+        return _bad(f"record is not a JSON object ({text})", expected="a JSON object (an event envelope)")
+    return _bad(text, field)
+
+
+def _decode_with_extensions(line: bytes | memoryview) -> Envelope:
+    """Slow path for records with attributes beyond the known ones: keep the extras in `ext`."""
+    try:
+        attrs = _RAW_OBJ.decode(line)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _bad(f"not valid JSON ({exc})", expected="one JSON object per line") from None
+    extra = {k: v for k, v in attrs.items() if k not in CORE_FIELDS and k not in CE_FIELDS}
+    for k in extra:
+        try:  # also validates UTF-8 inside the extension attributes
+            msgspec.json.decode(extra[k])
+        except msgspec.DecodeError:
+            raise _bad(f"attribute `{k}` is not valid JSON/UTF-8", k, expected="valid JSON") from None
+    core = {k: v for k, v in attrs.items() if k not in extra}
+    if extra:
+        core["ext"] = msgspec.Raw(_ENC.encode(dict(sorted(extra.items()))))
+    return envelope_from_mapping(core, raw=True)
+
+
+def envelope_from_mapping(obj: Mapping[str, Any], *, raw: bool = False) -> Envelope:
+    """Build an Envelope from a dict (the Python API, format adapters). Values that are already
+    `msgspec.Raw` (or, with raw=True, every value) are taken as JSON bytes verbatim; `data` given as
+    Python objects is encoded canonically with msgspec."""
+    if not isinstance(obj, Mapping):
+        raise _bad(f"event is a {type(obj).__name__}", expected="a mapping (dict) with the envelope fields")
+    if "data" not in obj:
+        raise _bad("missing `data`", "data")
+    vals: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for k, v in obj.items():
+        if not isinstance(k, str):
+            raise _bad(f"attribute name {k!r} is not a string", expected="string attribute names")
+        if k in ("data", "meta", "ext"):
+            if isinstance(v, msgspec.Raw):
+                vals[k] = v
+            elif isinstance(v, (bytes, bytearray, memoryview)) and k == "ext":
+                vals[k] = msgspec.Raw(bytes(v))
+            else:
+                vals[k] = None if (k != "data" and v is None) else msgspec.Raw(_encode_value(k, v))
+        elif k in CORE_FIELDS or k in CE_FIELDS:
+            if isinstance(v, msgspec.Raw):
+                try:
+                    v = msgspec.json.decode(v)
+                except msgspec.DecodeError:
+                    raise _bad(f"`{k}` is not valid JSON", k) from None
+            vals[k] = v
+        else:
+            extra[k] = v
+    if extra:
+        enc = {k: (v if isinstance(v, msgspec.Raw) else msgspec.Raw(_encode_value(k, v))) for k, v in sorted(extra.items())}
+        vals["ext"] = msgspec.Raw(_ENC.encode(enc))
+    for k in ("type", "subject", "time"):
+        if k not in vals or vals[k] is None:
+            raise _bad(f"missing `{k}`", k)
+    for k in ("type", "subject", "time", "id", "source", *CE_FIELDS):
+        if k in vals and vals[k] is not None and not isinstance(vals[k], str):
+            raise _bad(f"`{k}` is {type(vals[k]).__name__} {vals[k]!r}", k, expected=_EXPECT.get(k, "a string"))
+    return Envelope(**vals)
+
+
+def _encode_value(field: str, v: Any) -> bytes:
+    try:
+        return _ENC.encode(v)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise _bad(f"`{field}` cannot be encoded as JSON ({exc})", field, expected="a JSON-serialisable value") from None
+
+
+def content_id(source: str, env: Envelope) -> str:
+    """The deterministic id of an event sent without one: a hash of everything that identifies its
+    content, so re-ingesting the same record is a no-op."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (source, env.type, env.subject, env.time):
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+    h.update(bytes(env.data))
+    if env.meta is not None:
+        h.update(b"\x1f")
+        h.update(bytes(env.meta))
+    return "h-" + h.hexdigest()
+
+
+def _ext(env: Envelope) -> bytes | None:
+    ce = {k: getattr(env, k) for k in CE_FIELDS if getattr(env, k) is not None}
+    if not ce:
+        return bytes(env.ext) if env.ext is not None else None
+    if env.ext is not None:
+        ce.update(_RAW_OBJ.decode(env.ext))
+    return _ENC.encode(dict(sorted(ce.items())))
+
+
+def _raw_column(values: Sequence[Any], field: str) -> pa.Array:
+    """Arrow string column from raw JSON bytes (None = null), built from one joined buffer and
+    validated as UTF-8 in C++."""
+    n = len(values)
+    nulls = [v is None for v in values]
+    has_null = any(nulls)
+    if has_null:
+        values = [b"" if v is None else v for v in values]
+    lens = np.fromiter(map(len, values), dtype=np.int64, count=n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    validity = None
+    if has_null:
+        validity = pa.array([not x for x in nulls], pa.bool_()).buffers()[1]
+    arr = pa.Array.from_buffers(
+        pa.large_string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
+    )
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:
+        raise _BadRow(_first_bad_utf8(values), field) from None
+    return arr.cast(pa.string())
+
+
+def _first_bad_utf8(values: Sequence[Any]) -> int:
+    for i, v in enumerate(values):
+        try:
+            bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            return i
+    return 0
+
+
+class _BadRow(Exception):
+    def __init__(self, row: int, field: str, message: str | None = None) -> None:
+        self.row, self.field, self.message = row, field, message
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Normalised events ready for the log: Arrow columns (BATCH_SCHEMA), key fingerprints, the
+    origin line of each row (for error messages and rejects), and the JSON bytes they came from."""
+
+    table: pa.RecordBatch
+    fp: np.ndarray
+    lines: list[int] | None
+    json_bytes: int
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def take(self, mask: np.ndarray) -> "Batch":
+        idx = np.nonzero(mask)[0]
+        lines = [self.lines[i] for i in idx] if self.lines is not None else None
+        return Batch(self.table.take(pa.array(idx)), self.fp[idx], lines, self.json_bytes)
+
+
+def build_batch(
+    envs: Sequence[Envelope],
+    *,
+    lines: list[int] | None = None,
+    default_source: str = "",
+    json_bytes: int = 0,
+) -> Batch:
+    """Validate and normalise envelopes into a Batch. Raises BadInput for the first bad row, with
+    its line (when `lines` is given) and field."""
+    try:
+        return _build(envs, default_source, lines, json_bytes)
+    except _BadRow as bad:
+        env = envs[bad.row]
+        value = getattr(env, bad.field, None)
+        shown = value if isinstance(value, str) else None
+        msg = bad.message or (f"`{bad.field}` is {shown!r}" if shown is not None else f"bad `{bad.field}`")
+        if bad.field in ("data", "meta", "ext"):
+            msg = f"`{bad.field}` is not valid UTF-8"
+        err = _bad(msg, bad.field, expected="valid UTF-8 JSON" if bad.field in ("data", "meta", "ext") else None)
+        err = err.located(line=lines[bad.row] if lines else None)
+        err.row = bad.row
+        raise err from None
+
+
+def _build(envs: Sequence[Envelope], default_source: str, lines: list[int] | None, json_bytes: int) -> Batch:
+    n = len(envs)
+    sources = [default_source if e.source is None else e.source for e in envs]
+    ids = [e.id for e in envs]
+    if None in ids:
+        for i, e in enumerate(envs):
+            if e.id is None:
+                ids[i] = content_id(sources[i], e)
+    if "" in ids:
+        raise _BadRow(ids.index(""), "id", "`id` is empty")
+    types = [e.type for e in envs]
+    subjects = [e.subject for e in envs]
+    times = [e.time for e in envs]
+    for col, name in ((types, "type"), (subjects, "subject")):
+        if "" in col:
+            raise _BadRow(col.index(""), name, f"`{name}` is empty")
+    metas = [e.meta for e in envs]
+    has_ext = [e.ext for e in envs].count(None) < n or [e.specversion for e in envs].count(None) < n
+    exts = [_ext(e) for e in envs] if has_ext else None
+    time_arr = pa.array(times, pa.string())
+    time_ts = _parse_times(time_arr, times)
+    id_arr, src_arr = pa.array(ids, pa.string()), pa.array(sources, pa.string())
+    table = pa.RecordBatch.from_arrays(
+        [
+            id_arr,
+            src_arr,
+            pa.array(types, pa.string()),
+            pa.array(subjects, pa.string()),
+            time_arr,
+            time_ts,
+            _raw_column([e.data for e in envs], "data"),
+            _raw_column(metas, "meta") if any(m is not None for m in metas) else pa.nulls(n, pa.string()),
+            _raw_column(exts, "ext") if exts is not None else pa.nulls(n, pa.string()),
+        ],
+        schema=BATCH_SCHEMA,
+    )
+    if not json_bytes:
+        json_bytes = sum(len(e.data) for e in envs) + 100 * n
+    return Batch(table, fingerprints(src_arr, id_arr), lines, json_bytes)
+
+
+def _parse_times(arr: pa.Array, times: list[str]) -> pa.Array:
+    ok = pc.match_substring_regex(arr, RFC3339)
+    if not pc.all(ok).as_py():
+        raise _BadRow(ok.to_pylist().index(False), "time")
+    try:
+        return pc.cast(arr, pa.timestamp("us", tz="UTC"))
+    except pa.ArrowInvalid:
+        return pa.array([_parse_time_slow(i, t) for i, t in enumerate(times)], pa.timestamp("us", tz="UTC"))
+
+
+def _parse_time_slow(row: int, t: str) -> datetime:
+    """RFC 3339 forms Arrow's cast rejects: lower-case t/z, more than 6 fractional digits."""
+    m = _RFC3339.match(t)
+    if not m:
+        raise _BadRow(row, "time")
+    s = t[:10] + "T" + t[11:]
+    s = s[:-1] + "+00:00" if s[-1] in "zZ" else s
+    frac = m.group(1)
+    if frac and len(frac) > 7:
+        s = s.replace(frac, frac[:7], 1)
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise _BadRow(row, "time") from None
+    return dt.astimezone(timezone.utc)
+
+
+def envelopes_from_objects(events: Iterable[Any]) -> list[Envelope]:
+    """The Python API's input: dicts, Envelopes, or JSON lines (str/bytes)."""
+    out: list[Envelope] = []
+    for i, ev in enumerate(events):
+        try:
+            if isinstance(ev, Envelope):
+                out.append(ev)
+            elif isinstance(ev, (bytes, bytearray, memoryview)):
+                out.append(decode_line(bytes(ev)))
+            elif isinstance(ev, str):
+                out.append(decode_line(ev.encode()))
+            else:
+                out.append(envelope_from_mapping(ev))
+        except BadInput as exc:
+            raise BadInput(f"event #{i}: {exc.reason}", field=exc.field, expected=exc.expected) from None
+    return out

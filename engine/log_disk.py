@@ -1,0 +1,370 @@
+"""DiskLog: the durable log. WAL frames for the recent tail, sealed Parquet segments for the rest.
+
+    <store>/log/wal-<first_seq>.log       framed batches (wal.py), fsync'd at every commit
+    <store>/log/seg-<first>-<last>.parquet  sealed, immutable (segment.py)
+    <store>/log/manifest.json             the sealed segments and their checksums
+    <store>/LOCK                          the single writer's flock
+
+Sealing (when the WAL holds `segment_events` committed events) is crash-safe at every step:
+segments are written beside the WAL and made durable, then the manifest names them, then a fresh
+WAL is started and the old one deleted. On open, segment files the manifest does not name are
+leftovers of an interrupted seal (their events are still in the WAL) and are removed; WAL files the
+manifest already covers are removed too.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from .codec import Batch
+from .errors import CorruptionError, CtxdbError
+from .keyindex import KeyIndex, fingerprints
+from .lockfile import WriterLock
+from .log import BaseLog, Chunk, with_positions
+from .segment import Manifest, SegmentInfo, load_keys, open_segment, write_segment
+from .wal import COMMIT, Frame, WalWriter, encode_frame, encode_payload, fsync_dir, read_frame_batch, scan
+
+_WAL_RE = re.compile(r"^wal-(\d{20})\.log$")
+DEFAULT_SEGMENT_EVENTS = 262_144
+
+
+def wal_name(first_seq: int) -> str:
+    return f"wal-{first_seq:020d}.log"
+
+
+class _Fd:
+    """A read handle on a WAL file that outlives the file's deletion (closed when unreferenced)."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __del__(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+class FrameChunk(Chunk):
+    def __init__(self, frame: Frame, fd: _Fd) -> None:
+        self.frame, self._fd = frame, fd
+        self.first_seq, self.last_seq = frame.first_seq, frame.last_seq
+        self.rec_min = self.rec_max = frame.recorded_at
+
+    def batches(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        b = read_frame_batch(self.frame, self._fd.fd)
+        yield with_positions(b, self.first_seq, self.rec_min).select(columns)
+
+    def recorded_at(self) -> np.ndarray:
+        return np.full(self.frame.count, self.rec_min, dtype=np.int64)
+
+
+class SegmentChunk(Chunk):
+    def __init__(self, logdir: Path, seg: SegmentInfo) -> None:
+        self.logdir, self.seg = logdir, seg
+        self.first_seq, self.last_seq = seg.first_seq, seg.last_seq
+        self.rec_min, self.rec_max = seg.recorded_at_min, seg.recorded_at_max
+
+    def batches(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        pf = open_segment(self.logdir, self.seg)
+        try:
+            for i in range(pf.num_row_groups):
+                for b in pf.read_row_group(i, columns=columns).to_batches():
+                    yield b
+        except (OSError, pa.ArrowException) as exc:
+            raise CorruptionError(f"cannot decode sealed segment ({exc})", file=str(self.logdir / self.seg.file)) from None
+
+
+@dataclass
+class Recovery:
+    """What open() had to repair; empty when the store was closed cleanly."""
+
+    messages: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.messages)
+
+
+class DiskLog(BaseLog):
+    def __init__(
+        self, path: str | os.PathLike, *, readonly: bool = False, create: bool = True,
+        segment_events: int = DEFAULT_SEGMENT_EVENTS, clock: Callable[[], int] | None = None,
+        sync: bool = True,
+    ) -> None:
+        super().__init__(clock)
+        self.path = Path(path)
+        self.logdir = self.path / "log"
+        self.readonly = readonly
+        self.segment_events = segment_events
+        self._do_sync = sync
+        self._lockfile: WriterLock | None = None
+        self._writer: WalWriter | None = None
+        self._wal_fd: _Fd | None = None
+        self._txn_frames: list[Frame] = []
+        self._txn_start_offset = 0
+        self._wal_chunks: list[FrameChunk] = []
+        self.recovery = Recovery([])
+        self._commits = 0
+        if not self.path.exists() or not self.path.is_dir():
+            if readonly or not create or self.path.exists():
+                kind = "is not a directory" if self.path.exists() else "does not exist"
+                raise CtxdbError(f"{self.path}: no ctxdb store here (the path {kind})")
+            self.path.mkdir(parents=True)
+        if not readonly:
+            self._lockfile = WriterLock(self.path)
+            self.logdir.mkdir(exist_ok=True)
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- open / recovery -----------------------------------------------------------------
+    def _load(self) -> None:
+        manifest = Manifest.load(self.logdir)
+        manifest.check_files(self.logdir)
+        self.manifest = manifest
+        if not self.readonly:
+            self._remove_leftovers(manifest)
+        keys = KeyIndex()
+        for seg in manifest.segments:
+            keys.add_sorted_rows(load_keys(self.logdir, seg))
+        self._keys = keys
+        seg_chunks: list[Chunk] = [SegmentChunk(self.logdir, s) for s in manifest.segments]
+        last = manifest.last_seq
+        self._last_recorded = manifest.segments[-1].recorded_at_max if manifest.segments else 0
+        wals = self._wal_files()
+        live = [(s, p) for s, p in wals if s > last]
+        for s, p in wals:
+            if s <= last and (s, p) not in live:
+                self._check_covered(p, s, last)
+        if len(live) > 1:
+            raise CorruptionError(f"{len(live)} WAL files hold unsealed events; expected one: "
+                                  + ", ".join(p.name for _, p in live), file=str(self.logdir))
+        if live:
+            first, wal = live[0]
+            if first != last + 1:
+                raise CorruptionError(f"the WAL starts at seq {first} but sealed segments end at {last}: "
+                                      f"events {last + 1}..{first - 1} are missing", file=str(wal))
+        else:
+            first, wal = last + 1, self.logdir / wal_name(last + 1)
+            if not self.readonly:
+                wal.touch()
+                fsync_dir(self.logdir)
+        self._wal_chunks = []
+        if wal.exists():
+            self._scan_wal(wal, first)
+        self._chunks = seg_chunks + list(self._wal_chunks)
+        self._next_seq = self.last_seq + 1
+        if not self.readonly:
+            self._writer = WalWriter(wal)
+
+    def _wal_files(self) -> list[tuple[int, Path]]:
+        if not self.logdir.exists():
+            return []
+        out = []
+        for p in self.logdir.iterdir():
+            m = _WAL_RE.match(p.name)
+            if m:
+                out.append((int(m.group(1)), p))
+        return sorted(out)
+
+    def _check_covered(self, path: Path, first: int, last_sealed: int) -> None:
+        """A WAL file left by an interrupted seal: its events must all be in segments."""
+        if not self.readonly:
+            path.unlink()
+            fsync_dir(self.logdir)
+            self.recovery.messages.append(f"removed {path.name}: its events were already sealed")
+
+    def _remove_leftovers(self, manifest: Manifest) -> None:
+        named = {s.file for s in manifest.segments} | {s.keys_file for s in manifest.segments}
+        removed = []
+        for p in self.logdir.iterdir():
+            if p.name.endswith(".tmp") or (p.name.startswith(("seg-", "keys-")) and p.name not in named):
+                p.unlink()
+                removed.append(p.name)
+        if removed:
+            fsync_dir(self.logdir)
+            self.recovery.messages.append("removed leftovers of an interrupted seal: " + ", ".join(sorted(removed)))
+
+    def _scan_wal(self, wal: Path, first: int) -> None:
+        res = scan(wal, first)
+        if res.committed_end < res.file_size:
+            lost = res.file_size - res.committed_end
+            what = res.problem or "uncommitted frames"
+            msg = (f"{wal.name}: torn tail truncated: {lost} bytes after offset {res.committed_end} "
+                   f"({what}; {res.dropped_frames} complete uncommitted frame(s) dropped)")
+            if not self.readonly:
+                with open(wal, "r+b") as f:
+                    f.truncate(res.committed_end)
+                    os.fsync(f.fileno())
+                self.recovery.messages.append(msg)
+        self._wal_fd = _Fd(wal)
+        for fr in res.committed:
+            self._wal_chunks.append(FrameChunk(fr, self._wal_fd))
+            b = read_frame_batch(fr, self._wal_fd.fd)
+            fp = fingerprints(b.column("source"), b.column("id"))
+            self._keys.add(fp, np.arange(fr.first_seq, fr.first_seq + fr.count, dtype=np.int64))
+            self._last_recorded = max(self._last_recorded, fr.recorded_at)
+
+    def refresh(self) -> None:
+        """Read-only opens: pick up what the writer committed since (re-reads the manifest and
+        the WAL; cheap, the WAL is bounded by the seal threshold)."""
+        if not self.readonly:
+            return
+        for _ in range(3):
+            try:
+                self._load()
+                return
+            except (FileNotFoundError, CorruptionError):
+                continue  # the writer sealed while we looked; look again
+
+    # ---- storage hooks -------------------------------------------------------------------
+    def _write(self, batch: Batch, first_seq: int) -> None:
+        assert self._writer is not None
+        if not self._txn_frames:
+            self._txn_start_offset = self._writer.size
+        payload, raw_len = encode_payload(batch.table)
+        data = encode_frame(payload, raw_len, first_seq, len(batch), json_bytes=batch.json_bytes)
+        off = self._writer.write(data)
+        self._txn_frames.append(Frame(str(self._writer.path), off, len(payload), raw_len, first_seq,
+                                      len(batch), 0, 0, batch.json_bytes))
+
+    def _write_commit(self, recorded_at: int) -> int:
+        assert self._writer is not None and self._wal_fd is not None or self._writer is not None
+        data = encode_frame(b"", 0, self._next_seq, 0, flags=COMMIT, recorded_at=recorded_at)
+        self._writer.write(data)
+        if self._wal_fd is None:
+            self._wal_fd = _Fd(self._writer.path)
+        chunks = [FrameChunk(_committed(f, recorded_at), self._wal_fd) for f in self._txn_frames]
+        self._txn_frames = []
+        self._wal_chunks.extend(chunks)
+        self._commits += 1  # tokens must grow across WAL files, unlike offsets
+        self._queue_publish(self._commits, list(chunks))
+        return self._commits
+
+    def _sync(self) -> None:
+        if self._do_sync and self._writer is not None:
+            self._writer.sync()
+
+    def _rollback(self, start_seq: int) -> None:
+        if self._txn_frames and self._writer is not None:
+            self._writer.truncate(self._txn_start_offset)
+        self._txn_frames = []
+
+    # ---- sealing -------------------------------------------------------------------------
+    def _maybe_seal(self) -> None:
+        if self.readonly or sum(c.frame.count for c in self._wal_chunks) < self.segment_events:
+            return
+        if not self._lock.acquire(blocking=False):
+            return  # a transaction is open; the next commit seals
+        try:
+            with self._pub_lock:
+                if self._unpublished:
+                    return
+            self.seal()
+        finally:
+            self._lock.release()
+
+    def seal(self) -> list[SegmentInfo]:
+        """Move every committed WAL event into sealed segments and start a fresh WAL."""
+        with self._lock:
+            self._sync_to(self._commits)  # publish any commit still waiting for its fsync
+            chunks = list(self._wal_chunks)
+            if not chunks or self._txn_frames:
+                return []
+            batches = [b for c in chunks for b in c.batches(["seq", "recorded_at", *_BATCH_NAMES])]
+            table = pa.Table.from_batches(batches)
+            json_total = sum(c.frame.json_bytes for c in chunks)
+            new: list[SegmentInfo] = []
+            for off in range(0, table.num_rows, self.segment_events):
+                part = table.slice(off, self.segment_events)
+                share = json_total * part.num_rows // table.num_rows
+                first = int(part["seq"][0].as_py())
+                keys = self._keys.export(first, first + part.num_rows - 1)
+                new.append(write_segment(self.logdir, part, share, keys))
+            manifest = Manifest(self.manifest.segments + new)
+            manifest.save(self.logdir)
+            self.manifest = manifest
+            old = self._writer
+            assert old is not None
+            nxt = self.logdir / wal_name(new[-1].last_seq + 1)
+            nxt.touch()
+            fsync_dir(self.logdir)
+            self._writer = WalWriter(nxt)
+            self._wal_fd = _Fd(nxt)
+            old.close()
+            old.path.unlink()
+            fsync_dir(self.logdir)
+            seg_chunks = [SegmentChunk(self.logdir, s) for s in new]
+            with self._pub_lock:
+                self._chunks = [c for c in self._chunks if not isinstance(c, FrameChunk)] + seg_chunks
+            self._wal_chunks = []
+            return new
+
+    # ---- misc ----------------------------------------------------------------------------
+    def stats(self) -> dict:
+        chunks = self.chunks()
+        files = [p for p in self.path.rglob("*") if p.is_file()]
+        log_bytes = sum(p.stat().st_size for p in files if p.parent == self.logdir)
+        json_bytes = sum(s.json_bytes for s in self.manifest.segments) + sum(
+            c.frame.json_bytes for c in chunks if isinstance(c, FrameChunk))
+        segs = self.manifest.segments
+        tmins = [s.time_min for s in segs if s.time_min is not None]
+        tmaxs = [s.time_max for s in segs if s.time_max is not None]
+        wal_chunks = [c for c in chunks if isinstance(c, FrameChunk)]
+        if wal_chunks:
+            import pyarrow.compute as pc
+
+            for c in wal_chunks:
+                mm = pc.min_max(next(c.batches(["time_ts"])).column(0).cast(pa.int64()))
+                if mm["min"].as_py() is not None:
+                    tmins.append(mm["min"].as_py())
+                    tmaxs.append(mm["max"].as_py())
+        from .events import utc_from_micros as u
+
+        last = self.last_seq
+        return {
+            "path": str(self.path),
+            "events": last,
+            "first_seq": 1 if last else None,
+            "last_seq": last or None,
+            "recorded_at_min": u(chunks[0].rec_min).isoformat() if chunks else None,
+            "recorded_at_max": u(chunks[-1].rec_max).isoformat() if chunks else None,
+            "time_min": u(min(tmins)).isoformat() if tmins else None,
+            "time_max": u(max(tmaxs)).isoformat() if tmaxs else None,
+            "segments": len(segs),
+            "sealed_events": self.manifest.last_seq,
+            "wal_events": last - self.manifest.last_seq,
+            "wal_bytes": self._writer.size if self._writer else sum(p.stat().st_size for _, p in self._wal_files()),
+            "json_bytes": json_bytes,
+            "log_bytes": log_bytes,
+            "bytes_on_disk": sum(p.stat().st_size for p in files),
+            "compression_ratio": round(json_bytes / log_bytes, 2) if log_bytes else None,
+        }
+
+    def close(self) -> None:
+        if getattr(self, "_closed", False):
+            return
+        with self._lock:
+            self._closed = True
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            if self._lockfile is not None:
+                self._lockfile.release()
+                self._lockfile = None
+
+
+_BATCH_NAMES = ["id", "source", "type", "subject", "time", "time_ts", "data", "meta", "ext"]
+
+
+def _committed(f: Frame, recorded_at: int) -> Frame:
+    return Frame(f.path, f.offset, f.length, f.raw_length, f.first_seq, f.count, f.flags, recorded_at, f.json_bytes)

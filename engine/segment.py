@@ -1,0 +1,231 @@
+"""Sealed segments: immutable zstd Parquet files of the log, plus the manifest that vouches for them.
+
+`log/seg-<first>-<last>.parquet` holds the events with seqs first..last (zero-padded, so file
+order is seq order). Any Parquet reader can query them, e.g. in DuckDB:
+
+    SELECT type, count(*) FROM 'data/log/seg-*.parquet' GROUP BY type;
+
+`log/manifest.json` lists every sealed segment with its size and a CRC-32 per 1 MiB block. A
+segment is verified against it whenever it is read, so a flipped byte is reported with the file and
+the block's offset instead of being decoded into wrong events; a missing or truncated segment is a
+hard error at open. `log/keys-<first>-<last>.npy` is the segment's slice of the idempotency index
+(derived data: rebuilt from the segment if missing or damaged).
+"""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .codec import BATCH_SCHEMA
+from .errors import CorruptionError
+from .keyindex import fingerprints
+from .wal import fsync_dir
+
+SEGMENT_SCHEMA = pa.schema(
+    [("seq", pa.int64()), ("recorded_at", pa.timestamp("us", tz="UTC")), *BATCH_SCHEMA]
+)
+BLOCK = 1 << 20
+ROW_GROUP = 65536
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+
+def seg_name(first: int, last: int) -> str:
+    return f"seg-{first:020d}-{last:020d}.parquet"
+
+
+def keys_name(first: int, last: int) -> str:
+    return f"keys-{first:020d}-{last:020d}.npy"
+
+
+@dataclass
+class SegmentInfo:
+    file: str
+    first_seq: int
+    last_seq: int
+    rows: int
+    bytes: int
+    crc32: list[int]
+    recorded_at_min: int
+    recorded_at_max: int
+    json_bytes: int
+    keys_file: str
+    keys_crc32: int
+    time_min: int | None = None
+    time_max: int | None = None
+
+
+@dataclass
+class Manifest:
+    segments: list[SegmentInfo] = field(default_factory=list)
+    format: int = FORMAT
+
+    @property
+    def last_seq(self) -> int:
+        return self.segments[-1].last_seq if self.segments else 0
+
+    @classmethod
+    def load(cls, logdir: Path) -> "Manifest":
+        path = logdir / MANIFEST
+        if not path.exists():
+            return cls()
+        try:
+            obj = json.loads(path.read_bytes())
+            segs = [SegmentInfo(**s) for s in obj["segments"]]
+            fmt = int(obj["format"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptionError(f"the segment manifest is unreadable ({exc}); restore it from a backup",
+                                  file=str(path)) from None
+        if fmt > FORMAT:
+            raise CorruptionError(f"manifest format {fmt} is newer than this ctxdb understands ({FORMAT})",
+                                  file=str(path))
+        expect = 1
+        for s in segs:
+            if s.first_seq != expect:
+                raise CorruptionError(f"segments are not contiguous: {s.file} starts at seq {s.first_seq}, expected {expect}",
+                                      file=str(path))
+            expect = s.last_seq + 1
+        return cls(segs, fmt)
+
+    def save(self, logdir: Path) -> None:
+        data = json.dumps({"format": self.format, "segments": [asdict(s) for s in self.segments]},
+                          indent=1).encode()
+        write_atomic(logdir / MANIFEST, data)
+
+    def check_files(self, logdir: Path) -> None:
+        """Every listed segment exists with its recorded size (cheap: no reads)."""
+        for s in self.segments:
+            p = logdir / s.file
+            try:
+                size = p.stat().st_size
+            except FileNotFoundError:
+                raise CorruptionError(
+                    f"sealed segment is missing: events {s.first_seq}..{s.last_seq} are lost from this "
+                    "store; restore the file from a backup", file=str(p)) from None
+            if size != s.bytes:
+                raise CorruptionError(
+                    f"sealed segment has {size} bytes, the manifest says {s.bytes} (truncated or "
+                    f"overwritten); events {s.first_seq}..{s.last_seq} cannot be trusted; restore the "
+                    "file from a backup", file=str(p), offset=min(size, s.bytes))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Never overwrite in place: temp file, fsync, rename, fsync the directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def block_crcs(data: bytes | memoryview) -> list[int]:
+    mv = memoryview(data)
+    return [zlib.crc32(mv[i : i + BLOCK]) for i in range(0, len(mv), BLOCK)] or [0]
+
+
+def write_segment(logdir: Path, table: pa.Table, json_bytes: int, keys: np.ndarray | None = None) -> SegmentInfo:
+    """Write one sealed segment (and its key file) durably; returns its manifest entry."""
+    first, last = int(table["seq"][0].as_py()), int(table["seq"][-1].as_py())
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table, sink, compression="zstd", compression_level=3, row_group_size=ROW_GROUP,
+        write_page_checksum=True, use_dictionary=["source", "type", "subject"],
+    )
+    buf = sink.getvalue().to_pybytes()
+    name = seg_name(first, last)
+    write_atomic(logdir / name, buf)
+    if keys is None:
+        keys = _segment_keys(table)
+    kname = keys_name(first, last)
+    kbytes = _npy_bytes(keys)
+    write_atomic(logdir / kname, kbytes)
+    rec = table["recorded_at"].cast(pa.int64())
+    tts = table["time_ts"].cast(pa.int64())
+    return SegmentInfo(
+        file=name, first_seq=first, last_seq=last, rows=table.num_rows, bytes=len(buf),
+        crc32=block_crcs(buf), recorded_at_min=int(rec[0].as_py()), recorded_at_max=int(rec[-1].as_py()),
+        json_bytes=json_bytes, keys_file=kname, keys_crc32=zlib.crc32(kbytes),
+        time_min=_minmax(tts, "min"), time_max=_minmax(tts, "max"),
+    )
+
+
+def _minmax(arr: pa.ChunkedArray, which: str) -> int | None:
+    import pyarrow.compute as pc
+
+    v = pc.min_max(arr)[which].as_py()
+    return int(v) if v is not None else None
+
+
+def _segment_keys(table: pa.Table) -> np.ndarray:
+    src = table["source"].combine_chunks()
+    ids = table["id"].combine_chunks()
+    fp = fingerprints(src, ids)
+    seqs = table["seq"].to_numpy().astype(np.uint64)
+    order = np.argsort(fp[:, 0], kind="stable")
+    return np.stack([fp[order, 0], fp[order, 1], seqs[order]], axis=1)
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    bio = io.BytesIO()
+    np.save(bio, arr, allow_pickle=False)
+    return bio.getvalue()
+
+
+def load_keys(logdir: Path, seg: SegmentInfo) -> np.ndarray:
+    """The segment's (hi, lo, seq) key rows; rebuilt from the segment if the file is bad."""
+    p = logdir / seg.keys_file
+    try:
+        data = p.read_bytes()
+        if zlib.crc32(data) == seg.keys_crc32:
+            import io
+
+            return np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError):
+        pass
+    table = read_segment(logdir, seg, columns=["seq", "source", "id"])
+    return _segment_keys(table)
+
+
+def verified_bytes(logdir: Path, seg: SegmentInfo) -> bytes:
+    """The segment's bytes, each block checked against the manifest."""
+    path = logdir / seg.file
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CorruptionError(f"sealed segment is missing (events {seg.first_seq}..{seg.last_seq})",
+                              file=str(path)) from None
+    if len(data) != seg.bytes:
+        raise CorruptionError(f"sealed segment has {len(data)} bytes, expected {seg.bytes}",
+                              file=str(path), offset=min(len(data), seg.bytes))
+    got = block_crcs(data)
+    for i, (a, b) in enumerate(zip(got, seg.crc32)):
+        if a != b:
+            raise CorruptionError(
+                f"checksum mismatch in bytes {i * BLOCK}..{min(len(data), (i + 1) * BLOCK) - 1} of a "
+                f"sealed segment (events {seg.first_seq}..{seg.last_seq}); the file is damaged: "
+                "restore it from a backup", file=str(path), offset=i * BLOCK)
+    return data
+
+
+def open_segment(logdir: Path, seg: SegmentInfo) -> pq.ParquetFile:
+    return pq.ParquetFile(pa.BufferReader(verified_bytes(logdir, seg)))
+
+
+def read_segment(logdir: Path, seg: SegmentInfo, columns: list[str] | None = None) -> pa.Table:
+    return open_segment(logdir, seg).read(columns=columns)
+
+
+def describe(seg: SegmentInfo) -> dict[str, Any]:
+    return asdict(seg)

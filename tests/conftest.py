@@ -1,0 +1,64 @@
+"""Shared fixtures: real stores in tmp_path, deterministic event generators."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import ctxdb
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def make_event(i: int, *, source: str = "test", subject: str | None = None, type: str | None = None) -> dict:
+    kinds = ["order.shipped", "comment.added", "ticket.updated", "slack.message"]
+    return {
+        "id": f"ev-{i}",
+        "source": source,
+        "type": type or kinds[i % 4],
+        "subject": subject or f"order:{i % 17}",
+        "time": f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
+        "data": {"n": i, "text": f"event number {i} with some text", "nested": {"x": [i, i + 1]}},
+    }
+
+
+def events(n: int, start: int = 0, **kw) -> list[dict]:
+    return [make_event(i, **kw) for i in range(start, start + n)]
+
+
+def write_ndjson(path: Path, evs: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in evs))
+    return path
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def store(store_path: Path) -> Iterator[ctxdb.Store]:
+    db = ctxdb.open(store_path)
+    yield db
+    db.close()
+
+
+@pytest.fixture(params=["memory", "disk"])
+def any_store(request, tmp_path: Path) -> Iterator[ctxdb.Store]:
+    """Every log implementation, for the contract suite."""
+    db = ctxdb.open_memory() if request.param == "memory" else ctxdb.open(tmp_path / "store", segment_events=50)
+    yield db
+    db.close()
+
+
+def run_cli(*args: str, input: bytes | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real `ctxdb` console script in a subprocess."""
+    exe = Path(sys.executable).parent / "ctxdb"
+    return subprocess.run([str(exe), *args], input=input, capture_output=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
