@@ -71,6 +71,8 @@ def decode_line(line: bytes | memoryview) -> Envelope:
         raise _from_msgspec(text) from None
     except msgspec.DecodeError as exc:
         raise _bad(f"not valid JSON ({exc})", expected="one JSON object per line") from None
+    except UnicodeDecodeError as exc:
+        raise _bad(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", expected="UTF-8 encoded JSON") from None
 
 
 def _from_msgspec(text: str) -> BadInput:
@@ -88,13 +90,13 @@ def _decode_with_extensions(line: bytes | memoryview) -> Envelope:
     """Slow path for records with attributes beyond the known ones: keep the extras in `ext`."""
     try:
         attrs = _RAW_OBJ.decode(line)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _bad(f"not valid JSON ({exc})", expected="one JSON object per line") from None
     extra = {k: v for k, v in attrs.items() if k not in CORE_FIELDS and k not in CE_FIELDS}
     for k in extra:
         try:  # also validates UTF-8 inside the extension attributes
             msgspec.json.decode(extra[k])
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             raise _bad(f"attribute `{k}` is not valid JSON/UTF-8", k, expected="valid JSON") from None
     core = {k: v for k, v in attrs.items() if k not in extra}
     if extra:

@@ -106,7 +106,9 @@ class _Counting(io.RawIOBase):
         return True
 
     def readinto(self, b) -> int:
-        data = self.f.read(len(b))
+        # read1: return what a pipe has now instead of blocking until the buffer is full
+        read1 = getattr(self.f, "read1", None)
+        data = read1(len(b)) if read1 is not None else self.f.read(len(b))
         self.n += len(data)
         b[: len(data)] = data
         return len(data)
@@ -202,7 +204,7 @@ def decode_chunk(first: int, lines: list[bytes], adapter: Callable[[bytes], Enve
     if adapter is ADAPTERS["ndjson"] and all(lines):
         try:
             return _Decoded([_DEC.decode(x) for x in lines], None, lines, first, nbytes)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
             pass  # extension attributes, or a bad line: per-line path below (with line numbers)
     envs, nums, raws = [], [], []
     for i, line in enumerate(lines):

@@ -143,8 +143,12 @@ class DiskLog(BaseLog):
         wals = self._wal_files()
         live = [(s, p) for s, p in wals if s > last]
         for s, p in wals:
-            if s <= last and (s, p) not in live:
+            if s <= last:
                 self._check_covered(p, s, last)
+        if len(live) > 1 and live[0][0] == last + 1:
+            for s, p in live[1:]:  # written by a seal whose manifest never landed
+                self._remove_file(p, "a seal was interrupted before its manifest was written")
+            live = live[:1]
         if len(live) > 1:
             raise CorruptionError(f"{len(live)} WAL files hold unsealed events; expected one: "
                                   + ", ".join(p.name for _, p in live), file=str(self.logdir))
@@ -177,11 +181,14 @@ class DiskLog(BaseLog):
         return sorted(out)
 
     def _check_covered(self, path: Path, first: int, last_sealed: int) -> None:
-        """A WAL file left by an interrupted seal: its events must all be in segments."""
+        """A WAL file left by an interrupted seal whose events are all in segments."""
+        self._remove_file(path, "its events were already sealed")
+
+    def _remove_file(self, path: Path, why: str) -> None:
         if not self.readonly:
             path.unlink()
             fsync_dir(self.logdir)
-            self.recovery.messages.append(f"removed {path.name}: its events were already sealed")
+            self.recovery.messages.append(f"removed {path.name}: {why}")
 
     def _remove_leftovers(self, manifest: Manifest) -> None:
         named = {s.file for s in manifest.segments} | {s.keys_file for s in manifest.segments}
@@ -273,41 +280,74 @@ class DiskLog(BaseLog):
         finally:
             self._lock.release()
 
-    def seal(self) -> list[SegmentInfo]:
-        """Move every committed WAL event into sealed segments and start a fresh WAL."""
+    def seal(self, *, force: bool = False) -> list[SegmentInfo]:
+        """Move committed WAL events into sealed segments of `segment_events` each (with `force`,
+        also a last partial one), carry the remainder into a fresh WAL, and drop the old WAL.
+
+        Crash-safe order: segments (not yet named by the manifest), then the new WAL (fsync'd),
+        then the manifest (the commit point), then the old WAL is deleted. Before the manifest
+        is written, open() discards the new files; after, it discards the old WAL."""
         with self._lock:
             self._sync_to(self._commits)  # publish any commit still waiting for its fsync
             chunks = list(self._wal_chunks)
             if not chunks or self._txn_frames:
                 return []
-            batches = [b for c in chunks for b in c.batches(["seq", "recorded_at", *_BATCH_NAMES])]
-            table = pa.Table.from_batches(batches)
+            total = sum(c.frame.count for c in chunks)
+            full = total if force else total // self.segment_events * self.segment_events
+            if not full:
+                return []
+            table = pa.Table.from_batches(
+                [b for c in chunks for b in c.batches(["seq", "recorded_at", *_BATCH_NAMES])])
             json_total = sum(c.frame.json_bytes for c in chunks)
             new: list[SegmentInfo] = []
-            for off in range(0, table.num_rows, self.segment_events):
-                part = table.slice(off, self.segment_events)
-                share = json_total * part.num_rows // table.num_rows
+            for off in range(0, full, self.segment_events):
+                part = table.slice(off, min(self.segment_events, full - off))
                 first = int(part["seq"][0].as_py())
                 keys = self._keys.export(first, first + part.num_rows - 1)
-                new.append(write_segment(self.logdir, part, share, keys))
+                new.append(write_segment(self.logdir, part, json_total * part.num_rows // total, keys))
+            nxt = self.logdir / wal_name(new[-1].last_seq + 1)
+            carried = self._write_carry_over(nxt, table.slice(full), json_total * (total - full) // total)
             manifest = Manifest(self.manifest.segments + new)
-            manifest.save(self.logdir)
+            manifest.save(self.logdir)  # the commit point of the seal
             self.manifest = manifest
             old = self._writer
             assert old is not None
-            nxt = self.logdir / wal_name(new[-1].last_seq + 1)
-            nxt.touch()
-            fsync_dir(self.logdir)
             self._writer = WalWriter(nxt)
             self._wal_fd = _Fd(nxt)
             old.close()
             old.path.unlink()
             fsync_dir(self.logdir)
+            carried_chunks = [FrameChunk(f, self._wal_fd) for f in carried]
             seg_chunks = [SegmentChunk(self.logdir, s) for s in new]
             with self._pub_lock:
-                self._chunks = [c for c in self._chunks if not isinstance(c, FrameChunk)] + seg_chunks
-            self._wal_chunks = []
+                self._chunks = ([c for c in self._chunks if not isinstance(c, FrameChunk)] + seg_chunks
+                                + carried_chunks)
+            self._wal_chunks = list(carried_chunks)
             return new
+
+    def _write_carry_over(self, path: Path, rest: pa.Table, json_bytes: int) -> list[Frame]:
+        """Write the unsealed remainder into a new WAL, one committed frame per recorded_at."""
+        w = WalWriter(path)
+        frames: list[Frame] = []
+        try:
+            w.truncate(0)
+            if rest.num_rows:
+                rec = rest["recorded_at"].cast(pa.int64()).to_numpy()
+                cuts = [0, *(np.nonzero(np.diff(rec))[0] + 1).tolist(), len(rec)]
+                for a, b in zip(cuts[:-1], cuts[1:]):
+                    part = rest.slice(a, b - a)
+                    batch = part.select(_BATCH_NAMES).combine_chunks().to_batches()[0]
+                    payload, raw_len = encode_payload(batch)
+                    first = int(part["seq"][0].as_py())
+                    jb = json_bytes * (b - a) // rest.num_rows
+                    off = w.write(encode_frame(payload, raw_len, first, b - a, json_bytes=jb))
+                    w.write(encode_frame(b"", 0, first + b - a, 0, flags=COMMIT, recorded_at=int(rec[a])))
+                    frames.append(Frame(str(path), off, len(payload), raw_len, first, b - a, 0, int(rec[a]), jb))
+            w.sync()
+        finally:
+            w.close()
+        fsync_dir(self.logdir)
+        return frames
 
     # ---- misc ----------------------------------------------------------------------------
     def stats(self) -> dict:
