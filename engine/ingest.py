@@ -276,10 +276,11 @@ class Ingest:
                     self._stream(src)
             else:
                 with self.log.transaction() as txn:
-                    for src in sources:
-                        for batch in self._batches(src):
-                            txn.add(batch)
-                            self._tick()
+                    with _Writer(txn) as writer:
+                        for src in sources:
+                            for batch in self._batches(src):
+                                writer.put(batch)
+                                self._tick()
                 self.report._took(txn.result)
         finally:
             self.rejects.close()
@@ -414,6 +415,43 @@ def _split_document(doc: bytes, name: str) -> Iterator[tuple[int, list[bytes]]]:
         yield 1, [bytes(r) for r in parsed]
     else:
         yield 1, [bytes(parsed)]
+
+
+class _Writer:
+    """Adds batches to a transaction on a second thread, so compression, checksums and writes
+    (which release the GIL) overlap with decoding the next batch. Errors surface in put()/exit."""
+
+    def __init__(self, txn: Transaction) -> None:
+        self.txn = txn
+        self.q: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = self.q.get()
+            if batch is None:
+                return
+            if self.error is None:
+                try:
+                    self.txn.add(batch)
+                except BaseException as exc:  # re-raised on the caller's thread
+                    self.error = exc
+
+    def put(self, batch: Batch) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(batch)
+
+    def __enter__(self) -> "_Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.q.put(None)
+        self.t.join()
+        if exc_type is None and self.error is not None:
+            raise self.error
 
 
 class _StdinPump:

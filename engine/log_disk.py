@@ -33,6 +33,7 @@ from .wal import COMMIT, Frame, WalWriter, encode_frame, encode_payload, fsync_d
 
 _WAL_RE = re.compile(r"^wal-(\d{20})\.log$")
 DEFAULT_SEGMENT_EVENTS = 262_144
+CACHE_BYTES = 512 << 20  # uncompressed WAL batches kept in memory until sealed
 
 
 def wal_name(first_seq: int) -> str:
@@ -53,13 +54,16 @@ class _Fd:
 
 
 class FrameChunk(Chunk):
-    def __init__(self, frame: Frame, fd: _Fd) -> None:
+    def __init__(self, frame: Frame, fd: _Fd, cached: pa.RecordBatch | None = None) -> None:
         self.frame, self._fd = frame, fd
         self.first_seq, self.last_seq = frame.first_seq, frame.last_seq
         self.rec_min = self.rec_max = frame.recorded_at
+        # The batch as written, kept until the frame is sealed so sealing need not decompress it
+        # (bounded by the writer's cache budget).
+        self.cached = cached
 
     def batches(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
-        b = read_frame_batch(self.frame, self._fd.fd)
+        b = self.cached if self.cached is not None else read_frame_batch(self.frame, self._fd.fd)
         yield with_positions(b, self.first_seq, self.rec_min).select(columns)
 
     def recorded_at(self) -> np.ndarray:
@@ -108,6 +112,8 @@ class DiskLog(BaseLog):
         self._writer: WalWriter | None = None
         self._wal_fd: _Fd | None = None
         self._txn_frames: list[Frame] = []
+        self._txn_cache: list[pa.RecordBatch | None] = []
+        self._cached_bytes = 0
         self._txn_start_offset = 0
         self._wal_chunks: list[FrameChunk] = []
         self.recovery = Recovery([])
@@ -243,6 +249,9 @@ class DiskLog(BaseLog):
         off = self._writer.write(data)
         self._txn_frames.append(Frame(str(self._writer.path), off, len(payload), raw_len, first_seq,
                                       len(batch), 0, 0, batch.json_bytes))
+        keep = self._cached_bytes + raw_len <= CACHE_BYTES
+        self._txn_cache.append(batch.table if keep else None)
+        self._cached_bytes += raw_len if keep else 0
 
     def _write_commit(self, recorded_at: int) -> int:
         assert self._writer is not None and self._wal_fd is not None or self._writer is not None
@@ -250,8 +259,9 @@ class DiskLog(BaseLog):
         self._writer.write(data)
         if self._wal_fd is None:
             self._wal_fd = _Fd(self._writer.path)
-        chunks = [FrameChunk(_committed(f, recorded_at), self._wal_fd) for f in self._txn_frames]
-        self._txn_frames = []
+        chunks = [FrameChunk(_committed(f, recorded_at), self._wal_fd, c)
+                  for f, c in zip(self._txn_frames, self._txn_cache)]
+        self._txn_frames, self._txn_cache = [], []
         self._wal_chunks.extend(chunks)
         self._commits += 1  # tokens must grow across WAL files, unlike offsets
         self._queue_publish(self._commits, list(chunks))
@@ -264,7 +274,8 @@ class DiskLog(BaseLog):
     def _rollback(self, start_seq: int) -> None:
         if self._txn_frames and self._writer is not None:
             self._writer.truncate(self._txn_start_offset)
-        self._txn_frames = []
+        self._cached_bytes -= sum(f.raw_length for f, c in zip(self._txn_frames, self._txn_cache) if c is not None)
+        self._txn_frames, self._txn_cache = [], []
 
     # ---- sealing -------------------------------------------------------------------------
     def _maybe_seal(self) -> None:
@@ -323,6 +334,7 @@ class DiskLog(BaseLog):
                 self._chunks = ([c for c in self._chunks if not isinstance(c, FrameChunk)] + seg_chunks
                                 + carried_chunks)
             self._wal_chunks = list(carried_chunks)
+            self._cached_bytes = 0
             return new
 
     def _write_carry_over(self, path: Path, rest: pa.Table, json_bytes: int) -> list[Frame]:
