@@ -30,7 +30,7 @@ def run(path: str, echo: Callable[[str], None] = print, last: int = 5) -> None:
         echo("")
         echo(f"== the last {last} events now ==")
         for ev in db.read(from_seq=max(1, db.last_seq - last + 1)):
-            echo("  " + ev.to_json().decode()[:160])
+            echo(_row(ev))
         # The moment between the commits: the recorded_at of the last event of the first half.
         split_seq = db.seq_at(_recorded_at_of_line(db, lines[half - 1]))
         as_of = next(db.read(from_seq=split_seq, to_seq=split_seq)).recorded_at
@@ -40,15 +40,19 @@ def run(path: str, echo: Callable[[str], None] = print, last: int = 5) -> None:
         tail: list[str] = []
         for ev in db.read(as_of=as_of):
             events += 1
-            tail = (tail + [ev.to_json().decode()[:160]])[-last:]
+            tail = (tail + [_row(ev)])[-last:]
         echo(f"  {events} events were known then (of {db.last_seq} now); the last {len(tail)}:")
         for line in tail:
-            echo("  " + line)
+            echo(line)
+
+
+def _row(ev) -> str:
+    data = ev.data.decode()
+    data = data if len(data) <= 70 else data[:67] + "..."
+    return f"  {ev.seq:>5}  {ev.time:<21} {ev.type:<16} {ev.subject:<18} {data}"
 
 
 def _recorded_at_of_line(db, line: bytes):
-    import msgspec
-
     from .codec import decode_line
 
     env = decode_line(line.strip())

@@ -27,12 +27,14 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     data: msgspec.Raw
     id: str | None = None
     source: str | None = None
-    meta: msgspec.Raw | None = None
+    # Typed `Raw` with a None default (not `Raw | None`, which msgspec reads as "null only"):
+    # absent -> None, present -> the value's raw bytes.
+    meta: msgspec.Raw = None  # type: ignore[assignment]
     specversion: str | None = None
     datacontenttype: str | None = None
     dataschema: str | None = None
     #: raw JSON object of the other attributes, filled by the slow path and by format adapters
-    ext: msgspec.Raw | None = None
+    ext: msgspec.Raw = None  # type: ignore[assignment]
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):

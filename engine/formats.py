@@ -63,18 +63,7 @@ def s_to_rfc3339(s: Any, field: str) -> str:
 
 # ---- NDJSON envelopes and CloudEvents ------------------------------------------------------
 def ndjson(record: bytes) -> Envelope:
-    try:
-        return decode_line(record)
-    except BadInput as exc:
-        # msgspec (0.22) decodes an optional `Raw | None` field as null-only, so the Envelope
-        # decoder rejects every record with a `meta` or `ext` object; take those through the
-        # generic path, which keeps the values as raw bytes all the same.
-        if exc.field not in ("meta", "ext"):
-            raise
-    obj = _obj(record)
-    if obj.get("meta") is not None and bytes(obj["meta"]).strip() == b"null":
-        del obj["meta"]
-    return envelope_from_mapping(obj, raw=True)
+    return decode_line(record)
 
 
 def cloudevents(record: bytes) -> Envelope:
@@ -221,8 +210,8 @@ def jira(record: bytes) -> Envelope:
     if isinstance(self_url, str) and "/rest/" in self_url:
         site = self_url.split("/rest/")[0]
     if site == "jira":
-        for key in ("comment", "worklog", "user"):
-            other = _val(obj, key)
+        for part in ("comment", "worklog", "user"):  # e.g. comment_deleted sends no issue.self
+            other = _val(obj, part)
             url = other.get("self") if isinstance(other, dict) else None
             if isinstance(url, str) and "/rest/" in url:
                 site = url.split("/rest/")[0]

@@ -136,6 +136,9 @@ def open_input(src: str | os.PathLike | IO[bytes]) -> tuple[str, IO[bytes], _Cou
     counter = _Counting(raw)
     buffered = io.BufferedReader(counter, buffer_size=1 << 16)
     head = buffered.peek(4)[:4]
+    if head[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark is not part of the first record
+        buffered.read(3)
+        head = buffered.peek(4)[:4]
     if head[:2] == b"\x1f\x8b":
         return name, gzip.GzipFile(fileobj=buffered), counter  # type: ignore[return-value]
     if head == b"\x28\xb5\x2f\xfd":
@@ -325,6 +328,7 @@ class Ingest:
                         yield to_batch(d, name, self.default_source, skip)
             if not self.report.formats.get(name):
                 self.report.formats[name] = "empty"
+            self.report.bytes_read += counter.n
         finally:
             if f is not sys.stdin.buffer:
                 f.close()
@@ -407,8 +411,9 @@ def _complete(line: bytes) -> bool:
 
 def _split_document(doc: bytes, name: str) -> Iterator[tuple[int, list[bytes]]]:
     try:
-        parsed = msgspec.json.decode(doc, type=list[msgspec.Raw] | msgspec.Raw)
-    except msgspec.DecodeError as exc:
+        kind = list[msgspec.Raw] if doc.lstrip().startswith(b"[") else msgspec.Raw
+        parsed = msgspec.json.decode(doc, type=kind)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"not valid JSON ({exc})", file=name, expected="NDJSON, a JSON array of events, or one JSON event") from None
     if isinstance(parsed, list):
         # Elements are numbered as lines 1..n so errors say "record N" of the array.

@@ -132,3 +132,10 @@ def test_corrupt_gzip_is_bad_input(store, tmp_path):
 def test_unknown_format_is_bad_input(store, tmp_path):
     with pytest.raises(ctxdb.BadInput, match="unknown format"):
         store.ingest(write_ndjson(tmp_path / "a.ndjson", events(1)), format="xml")
+
+
+def test_utf8_bom_is_skipped_and_bytes_read_reported(store, tmp_path):
+    f = tmp_path / "bom.ndjson"
+    f.write_bytes(b"\xef\xbb\xbf" + (GOOD + "\n").encode())
+    rep = store.ingest(f)
+    assert rep.appended == 1 and rep.bytes_read == f.stat().st_size

@@ -113,3 +113,14 @@ def test_engine_does_not_import_cli_libraries():
     code = "import sys, ctxdb; ctxdb.open_memory(); print(sorted(m for m in sys.modules if m.split('.')[0] in ('typer','rich','click')))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_demo_shows_the_log_now_and_as_of_earlier(tmp_path):
+    for _ in range(2):  # idempotent: the second run appends nothing and shows the same
+        r = run_cli("demo", "--db", str(tmp_path / "demo"))
+        out = r.stdout.decode()
+        assert r.returncode == 0, r.stderr
+        assert "events were known then" in out and "ctxdb stats" in out
+    with ctxdb.open(tmp_path / "demo", readonly=True) as db:
+        n = db.last_seq
+    assert f"(of {n} now)" in out and n > 100

@@ -298,6 +298,18 @@ def test_envelope_meta_is_kept(tmp_path):
     assert [e.meta for e in events[1:]] == [None, None, None]
 
 
+
+@pytest.mark.parametrize("fmt", ["jira", "debezium", "github", "slack", "ndjson"])
+def test_crlf_line_ends_are_not_part_of_the_data(tmp_path, fmt):
+    """A file saved with Windows line ends: the payload is still exactly the producer's bytes."""
+    path = tmp_path / CASES[fmt][0]
+    path.write_bytes((FIXTURES / CASES[fmt][0]).read_bytes().replace(b"\n", b"\r\n"))
+    db, _, events = ingest(tmp_path, path, "auto")
+    db.close()
+    check_events(fmt, events)
+    assert not any(b"\r" in ev.data for ev in events)
+
+
 # ---- compressed input --------------------------------------------------------------------------
 def _compress(kind: str, data: bytes) -> bytes:
     return gzip.compress(data) if kind == "gz" else zstandard.ZstdCompressor(level=3).compress(data)
@@ -430,3 +442,46 @@ def test_unknown_format_is_rejected(tmp_path):
         with pytest.raises(ctxdb.BadInput) as err:
             db.ingest(FIXTURES / "github.ndjson", format="gitlab")
     assert err.value.field == "format" and "github" in str(err.value)
+
+
+# ---- the bundled sample ------------------------------------------------------------------------
+SAMPLES = Path(ctxdb.__file__).parent / "samples"
+
+
+def test_support_sample_ingests_as_envelopes(tmp_path):
+    path = SAMPLES / "support.ndjson"
+    recs = [x for x in path.read_bytes().split(b"\n") if x]
+    assert 300 <= len(recs) <= 600
+    db, rep, events = ingest(tmp_path, path, "auto")
+    db.close()
+    assert rep.formats == {str(path): "ndjson"}
+    assert rep.appended == len(recs) == len(events)
+    times = [e.time for e in events]
+    assert times == sorted(times)
+    assert "2026-11-10T00:00:00Z" <= times[0] and times[-1] <= "2026-11-20T23:59:59Z"
+    assert (events[0].type, events[0].subject) == ("persona.defined", "persona:support")
+    assert {"name", "tone", "rules"} <= set(events[0].json())
+    for ev, rec in zip(events, recs):
+        assert ev.data == field_bytes(rec, "data")
+        assert re.fullmatch(r"(persona:support|user:\d+|order:\d{5}|ticket:SUP-\d+|channel:support)", ev.subject)
+    users = [e for e in events if e.type == "user.registered"]
+    assert users and all(json.loads(e.meta) == {"tags": ["pii"]} and "@" in e.json()["email"] for e in users)
+    types = {e.type for e in events}
+    assert types == {"persona.defined", "user.registered", "order.placed", "order.shipped", "order.delivered",
+                     "order.cancelled", "refund.issued", "comment.added", "ticket.created", "ticket.updated",
+                     "slack.message"}
+    # every ticket and order a text mentions exists
+    text = b"\n".join(recs).decode()
+    tickets = {e.subject[len("ticket:"):] for e in events if e.type == "ticket.created"}
+    assert set(re.findall(r"SUP-\d+", text)) <= tickets
+    orders = {e.json()["order_id"] for e in events if e.type == "order.placed"}
+    assert {int(n) for n in re.findall(r"#(\d{5})\b", text)} <= orders
+
+
+def test_support_sample_generator_is_deterministic(tmp_path):
+    import runpy
+
+    gen = runpy.run_path(str(SAMPLES / "make_support.py"), run_name="make_support")
+    out = tmp_path / "support.ndjson"
+    assert gen["main"](["make_support.py", str(out)]) == 0
+    assert out.read_bytes() == (SAMPLES / "support.ndjson").read_bytes()

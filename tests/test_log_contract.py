@@ -202,3 +202,10 @@ def test_property_memory_and_disk_logs_agree(tmp_path_factory, ops):
         assert [e.id for e in mem.read()] == [e.id for e in disk.read()]
         seqs = [e.seq for e in disk.read()]
         assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_meta_objects_are_kept(any_store):
+    line = b'{"type":"t","subject":"s:1","time":"2026-11-10T00:00:00Z","data":1,"meta": {"tags": ["pii"]}}'
+    any_store.append([line, dict(make_event(2), meta={"tags": ["x"]})])
+    got = list(any_store.read())
+    assert got[0].meta == b'{"tags": ["pii"]}' and msgspec.json.decode(got[1].meta) == {"tags": ["x"]}

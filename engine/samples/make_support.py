@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -146,6 +147,7 @@ class Gen:
     rng: random.Random
     events: list[tuple[datetime, int, dict]] = field(default_factory=list)
     ticket_no: int = 100
+    discount_tickets: list[str] = field(default_factory=list)
     users: dict[int, tuple[str, str, str, datetime]] = field(default_factory=dict)
 
     # ---- output ------------------------------------------------------------------------------
@@ -173,9 +175,9 @@ class Gen:
     def ticket(self, t: datetime, status: str, priority: str, summary: str, o: Order | None, user: int,
                assignee: str | None = None, key: str | None = None, note: str | None = None) -> str:
         created = key is None
-        if created:
+        if created:  # a placeholder; keys are numbered by creation time once the story is sorted
             self.ticket_no += 1
-            key = f"SUP-{self.ticket_no}"
+            key = f"SUP-?{self.ticket_no}?"
         data = {"key": key, "status": status, "priority": priority, "summary": summary,
                 "order_id": o.n if o else None, "customer": f"user:{user}", "assignee": assignee}
         if created:
@@ -255,8 +257,9 @@ def make() -> list[dict]:
 
     # customers register over the first week; a few more later on
     for i, (name, country, email) in enumerate(CUSTOMERS, start=1):
-        t = START + timedelta(days=r.uniform(0.2, 6.5) if i <= 34 else r.uniform(6.5, 9.5))
-        t = t.replace(hour=r.randint(6, 21))
+        # a dozen accounts are opened on the first day, most of the rest during the first week
+        t = START + timedelta(days=r.uniform(0.0, 0.9) if i <= 12 else r.uniform(1.0, 6.5) if i <= 34 else r.uniform(6.5, 9.5))
+        t = t.replace(hour=r.randint(5, 20))
         g.users[i] = (name, country, email, t)
         g.emit(t, "user.registered", f"user:{i}",
                {"user_id": i, "name": name, "email": email, "country": country, "locale": LOCALE[country],
@@ -282,7 +285,17 @@ def make() -> list[dict]:
     product_questions(g)
     ambient_slack(g)
     g.events.sort(key=lambda e: (e[0], e[1]))
-    return [e[2] for e in g.events]
+    return number_tickets([e[2] for e in g.events])
+
+
+def number_tickets(events: list[dict]) -> list[dict]:
+    """Replace the placeholder ticket keys by SUP-101, SUP-102... in order of creation, as Jira would."""
+    keys: dict[str, str] = {}
+    for ev in events:
+        if ev["type"] == "ticket.created":
+            keys[ev["data"]["key"]] = f"SUP-{101 + len(keys)}"
+    pattern = re.compile(r"SUP-\?\d+\?")
+    return [json.loads(pattern.sub(lambda m: keys[m.group(0)], json.dumps(ev, ensure_ascii=False))) for ev in events]
 
 
 def item(sku: str, qty: int) -> dict:
@@ -310,7 +323,8 @@ def place_orders(g: Gen) -> list[Order]:
         eligible = [u for u, v in sorted(g.users.items()) if v[3] + timedelta(minutes=10) < t]
         if not eligible:
             continue
-        user = r.choice(eligible)
+        counts = [sum(1 for o in orders if o.user == u) for u in eligible]
+        user = r.choices(eligible, weights=[1 / (1 + c) ** 2 for c in counts])[0]
         picked = {r.choice(beans): r.choice([1, 1, 2, 3])}
         for _ in range(r.choice([0, 0, 1, 1, 2, 3])):
             sku = r.choice(skus)
@@ -321,9 +335,15 @@ def place_orders(g: Gen) -> list[Order]:
 
 
 def ship(g: Gen, o: Order, after: datetime | None = None, note: dict | None = None) -> datetime:
+    """Ship (or, with note["replacement"], re-ship) the order; returns the time of the shipped event."""
     o.carrier = o.carrier or g.rng.choice(sorted(CARRIERS))
     o.tracking = g.tracking(o.carrier)
-    t = g.ship_time(after or o.placed)
+    if note and note.get("replacement"):  # the agent asks the warehouse to send it out right away
+        t = g.minutes(after or o.placed, 15, 60)
+        if t.weekday() == 6 or not 8 <= t.hour < 17:
+            t = g.ship_time(t)
+    else:
+        t = g.ship_time(after or o.placed)
     o.shipped = t
     data = {"order_id": o.n, "carrier": o.carrier, "tracking": o.tracking, "parcels": 1,
             "warehouse": "Offenbach"}
@@ -425,11 +445,11 @@ def damaged(g: Gen, o: Order) -> None:
                 "original payment method; it shows up in 3-5 business days. No need to send the broken one back.")
         outcome = "Refunded"
     else:
-        ship(g, o, t2, {"replacement": True, "items": [item(sku, 1)], "packing": "double-boxed"})
+        t2 = ship(g, o, t2, {"replacement": True, "items": [item(sku, 1)], "packing": "double-boxed"})
         text = (f"Hi {name}, so sorry! A replacement {SHORT[sku]} is on its way, double-boxed this time, with "
                 f"{o.carrier} ({o.tracking}). Please just recycle the broken one.")
         outcome = "Replacement shipped"
-    g.comment(g.minutes(t2, 15, 30), o, a, text)
+    g.comment(g.minutes(t2, 2, 12), o, a, text)
     if r.random() < 0.7:
         g.slack(g.minutes(t2, 20, 90), a, r.choice([
             f"Another broken {SHORT[sku]} ({key}). That's glass arriving cracked with {o.carrier} twice this week - can we "
@@ -438,7 +458,7 @@ def damaged(g: Gen, o: Order) -> None:
             "bubble wrap.",
             f"Heads-up warehouse: {SHORT[sku]} in #{o.n} arrived broken. Please check the fragile-item packing station.",
         ]))
-    g.ticket(g.minutes(t2, 31, 60), "Resolved", "High", summary, o, o.user, a, key, note=outcome)
+    g.ticket(g.minutes(t2, 13, 40), "Resolved", "High", summary, o, o.user, a, key, note=outcome)
 
 
 def wrong_item(g: Gen, o: Order) -> None:
@@ -460,14 +480,14 @@ def wrong_item(g: Gen, o: Order) -> None:
     g.ticket(t2, "In Progress", "Medium", summary, o, o.user, a, key)
     g.comment(g.minutes(t2, 2, 10), o, a, "Warehouse: SKU bins for "
               f"{ordered} and {got} are next to each other on shelf C3. Please double-check picks.", internal=True)
-    ship(g, o, t2, {"replacement": True, "items": [item(ordered, 1)]})
-    g.comment(g.minutes(t2, 12, 40), o, a, r.choice([
+    t2 = ship(g, o, t2, {"replacement": True, "items": [item(ordered, 1)]})
+    g.comment(g.minutes(t2, 2, 10), o, a, r.choice([
         f"Hi {name}, our mistake, sorry! The {SHORT[ordered]} is on its way now with {o.carrier} ({o.tracking}). "
         f"Please keep the {SHORT[got]} - enjoy it on us.",
         f"Hi {name}, thanks for telling us. I've sent the correct {PRODUCTS[ordered][0]} today, tracking {o.tracking}. "
         "No need to return the other bag.",
     ]))
-    g.ticket(g.minutes(t2, 41, 80), "Resolved", "Medium", summary, o, o.user, a, key, note="Replacement shipped")
+    g.ticket(g.minutes(t2, 11, 30), "Resolved", "Medium", summary, o, o.user, a, key, note="Replacement shipped")
 
 
 def missing_item(g: Gen, o: Order) -> None:
@@ -481,7 +501,7 @@ def missing_item(g: Gen, o: Order) -> None:
     name = first(g, o.user)
     t = g.customer_time(d, 60, 900)
     g.comment(t, o, "customer", r.choice([
-        f"My parcel for order #{o.n} only had the {SHORT[o.items[0]['sku']]}; the {lost['name']} is missing.",
+        f"My parcel for order #{o.n} only had the {SHORT[o.items[0]['sku']]} in it, I can't find the {lost['name']} anywhere.",
         f"Hi! The {SHORT[lost['sku']]} wasn't in the box (order {o.n}). The packing slip lists it though.",
     ]))
     summary = f"Order #{o.n}: {SHORT[lost['sku']]} missing from parcel"
@@ -489,14 +509,14 @@ def missing_item(g: Gen, o: Order) -> None:
     a = r.choice(["priya", "jonas", "lea"])
     t2 = g.agent_time(t)
     g.ticket(t2, "In Progress", "Medium", summary, o, o.user, a, key)
-    g.slack(g.minutes(t2, 2, 20), a, f"Warehouse, can you check the packing weight for #{o.n}? Customer says the "
-            f"{SHORT[lost['sku']]} was missing ({key}).")
+    g.slack(g.minutes(t2, 2, 20), a, f"Warehouse, can you check the packing weight for #{o.n}? Customer is missing the "
+            f"{SHORT[lost['sku']]} ({key}).")
     g.slack(g.minutes(t2, 25, 90), "tomas", r.choice([
         f"Checked #{o.n}: parcel weighed 180 g less than the order total. Pick error, ship the {SHORT[lost['sku']]} again.",
         f"Scale log for #{o.n} confirms it: the {SHORT[lost['sku']]} never went in. Go ahead and resend.",
     ]))
     t3 = g.agent_time(t2, 95, 130)
-    ship(g, o, t3, {"replacement": True, "items": [lost]})
+    t3 = ship(g, o, t3, {"replacement": True, "items": [lost]})
     g.comment(g.minutes(t3, 5, 20), o, a, f"Hi {name}, you're right, it was left out when packing - sorry! The "
               f"{lost['name']} ships today with {o.carrier}, tracking {o.tracking}.")
     g.ticket(g.minutes(t3, 21, 50), "Resolved", "Medium", summary, o, o.user, a, key, note="Missing item resent")
@@ -507,7 +527,7 @@ def cancel_request(g: Gen, o: Order) -> None:
     name = first(g, o.user)
     t = g.customer_time(o.placed, 5, 70)
     g.comment(t, o, "customer", r.choice([
-        f"Please cancel order #{o.n}, I ordered the ground Guatemala by mistake and need whole beans.",
+        f"Please cancel order #{o.n}, I picked the {PRODUCTS[o.items[0]['sku']][0]} by mistake. I'll order again.",
         f"Hi, I accidentally placed order {o.n} twice. Can you cancel this one?",
         f"Could you cancel #{o.n}? My partner already bought the same {SHORT[o.items[0]['sku']]} yesterday.",
     ]))
@@ -563,10 +583,20 @@ def discount_code(g: Gen, o: Order) -> None:
     refund(g, g.minutes(t2, 3, 10), o, owed, "goodwill_discount", f"WINTER15 on beans applied after purchase ({key})")
     g.comment(g.minutes(t2, 11, 20), o, a, f"Hi {name}, WINTER15 only covers coffee beans, and the checkout wrongly "
               f"rejected it when a non-coffee item was in the cart. I've refunded the 15% on your beans: {fmt_eur(owed)}.")
-    g.slack(g.minutes(t2, 21, 60), a, f"{key}: checkout still rejects WINTER15 for mixed carts instead of applying it to "
-            "the beans only. Tomás, is the fix from the storefront team deployed?")
-    g.slack(g.minutes(t2, 61, 120), "tomas", "Fix for WINTER15 on mixed carts goes live with tonight's deploy. Until then "
-            "refund the 15% on beans by hand and tag the ticket 'winter15'.")
+    g.discount_tickets.append(key)
+    seen = len(g.discount_tickets)
+    if seen == 1:
+        g.slack(g.minutes(t2, 21, 60), a, f"{key}: checkout rejects WINTER15 for mixed carts instead of applying it to "
+                "the beans only. Tomás, do we know about this?")
+        g.slack(g.minutes(t2, 61, 120), "tomas", "Yes, storefront team has a fix; it goes live with tonight's deploy. Until "
+                "then refund the 15% on beans by hand and tag the ticket 'winter15'.")
+    elif seen == 2:
+        g.slack(g.minutes(t2, 21, 60), a, f"WINTER15 again in {key} even after the deploy :( "
+                f"({', '.join(g.discount_tickets)} so far)")
+        g.slack(g.minutes(t2, 61, 120), "tomas", "The deploy was rolled back (cart totals were off for gift cards). "
+                "New attempt on Tuesday. Keep refunding by hand, thanks.")
+    else:
+        g.slack(g.minutes(t2, 21, 60), a, f"{key} is another WINTER15 one, refunded {fmt_eur(owed)} and tagged 'winter15'.")
     g.ticket(g.minutes(t2, 21, 40), "Resolved", "Low", summary, o, o.user, a, key, note=f"Goodwill refund {fmt_eur(owed)}")
     deliver(g, o, s)
 
@@ -668,8 +698,8 @@ def ambient_slack(g: Gen) -> None:
         closed = sum(1 for _, _, e in g.events if e["type"] == "ticket.updated" and e["data"]["status"] == "Resolved"
                      and e["time"] < t.strftime("%Y-%m-%dT%H:%M:%SZ"))
         g.slack(t, who, r.choice([
-            f"Morning! Queue check: {opened - closed} open tickets, oldest first please.",
-            f"Good morning. {opened - closed} tickets open; I'm on email, {r.choice(['Priya', 'Jonas', 'Lea'])} takes chat.",
+            f"Morning! Queue check: {opened - closed} open {'ticket' if opened - closed == 1 else 'tickets'}, oldest first please.",
+            f"Good morning. {opened - closed} {'ticket' if opened - closed == 1 else 'tickets'} open; I'm on email, {r.choice(['Priya', 'Jonas', 'Lea'])} takes chat.",
             f"Morning all - {opened - closed} open in SUP. Carrier tickets first, then the rest.",
         ]))
     extra = [
