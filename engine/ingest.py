@@ -24,6 +24,7 @@ from typing import IO, Any, Callable, Iterator
 import msgspec
 import zstandard
 
+from . import parallel
 from .codec import _DEC, Batch, build_batch, decode_line
 from .errors import BadInput, CtxdbError
 from .events import Envelope
@@ -177,6 +178,11 @@ def iter_line_chunks(f: IO[bytes], name: str, max_record: int, on_too_long: Call
             continue
         lines = data[:cut].split(b"\n")
         rest = data[cut + 1 :]
+        if max(map(len, lines)) > max_record:
+            for i, line in enumerate(lines):
+                if len(line) > max_record:
+                    on_too_long(lineno + i, len(line))
+                    lines[i] = b""  # skipped (with --skip-bad); keeps the line numbers
         yield lineno, lines
         lineno += len(lines)
     if skipping:
@@ -294,7 +300,45 @@ class Ingest:
         if self.progress is not None:
             self.progress(self._bytes_done, self.report.appended)
 
+    def _parallel_plan(self, src) -> list[tuple[int, int]] | None:
+        """Byte ranges for the parallel path, or None where it could change the outcome."""
+        if self.skip_bad or self.format not in ("auto", "ndjson") or not isinstance(src, (str, os.PathLike)):
+            return None
+        path = str(src)
+        if path == "-" or not os.path.isfile(path):
+            return None
+        size = os.path.getsize(path)
+        if size < int(os.environ.get("CTXDB_PARALLEL_MIN_BYTES") or parallel.MIN_BYTES):
+            return None
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+        if head[:2] == b"\x1f\x8b" or head[:4] == b"\x28\xb5\x2f\xfd" or head[:3] == b"\xef\xbb\xbf":
+            return None
+        first = next((x for x in head.split(b"\n")[:-1] if x.strip()), b"")
+        if not (first.lstrip().startswith(b"{") and detect(first) == "ndjson"):
+            return None
+        return parallel.plan(path, size, self.max_record)
+
+    def _parallel_batches(self, path: str, spans: list[tuple[int, int]]) -> Iterator[Batch]:
+        self.report.files.append(path)
+        self.report.formats[path] = "ndjson"
+        size = os.path.getsize(path)
+        base = self._bytes_done
+        done = 0
+        for batch, _lines in parallel.batches(path, spans, self.default_source, self.max_record):
+            if batch is not None:
+                self.report.records += len(batch)
+                done += batch.json_bytes
+                self._bytes_done = base + min(done, size)
+                yield batch
+        self.report.bytes_read += size
+        self._bytes_done = base + size
+
     def _batches(self, src) -> Iterator[Batch]:
+        spans = self._parallel_plan(src)
+        if spans is not None:
+            yield from self._parallel_batches(str(src), spans)
+            return
         name, f, counter = open_input(src)
         self.report.files.append(name)
         skip = self._skipper(name)
