@@ -31,8 +31,9 @@ def run(path: str, echo: Callable[[str], None] = print, last: int = 5) -> None:
         echo(f"== the last {last} events now ==")
         for ev in db.read(from_seq=max(1, db.last_seq - last + 1)):
             echo(_row(ev))
-        # The moment between the commits: the recorded_at of the last event of the first half.
-        split_seq = db.seq_at(_recorded_at_of_line(db, lines[half - 1]))
+        # The moment between the commits: when the first half's last event was recorded. Appending
+        # it again appends nothing and reports its seq.
+        (split_seq,) = db.append([lines[half - 1].strip()])
         as_of = next(db.read(from_seq=split_seq, to_seq=split_seq)).recorded_at
         echo("")
         echo(f"== the same log as of {as_of.isoformat()} (ctxdb log --as-of ...) ==")
@@ -50,13 +51,3 @@ def _row(ev) -> str:
     data = ev.data.decode()
     data = data if len(data) <= 70 else data[:67] + "..."
     return f"  {ev.seq:>5}  {ev.time:<21} {ev.type:<16} {ev.subject:<18} {data}"
-
-
-def _recorded_at_of_line(db, line: bytes):
-    from .codec import decode_line
-
-    env = decode_line(line.strip())
-    for ev in db.read(subject=env.subject, type=env.type):
-        if env.id is None or ev.id == env.id:
-            return ev.recorded_at
-    raise LookupError("sample event not found")

@@ -18,7 +18,6 @@ from .events import Envelope
 FORMATS = ("auto", "ndjson", "cloudevents", "debezium", "github", "slack", "jira")
 _RAW_OBJ = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _ANY = msgspec.json.Decoder()
-_ENC = msgspec.json.Encoder()
 
 
 def _obj(record: bytes) -> dict[str, msgspec.Raw]:

@@ -25,8 +25,8 @@ import msgspec
 import zstandard
 
 from . import parallel
-from .codec import _DEC, Batch, build_batch, decode_line
-from .errors import BadInput, CtxdbError
+from .codec import _DEC, Batch, build_batch
+from .errors import BadInput
 from .events import Envelope
 from .formats import ADAPTERS, FORMATS, detect
 from .log import BaseLog, Transaction
@@ -137,14 +137,27 @@ def open_input(src: str | os.PathLike | IO[bytes]) -> tuple[str, IO[bytes], _Cou
     counter = _Counting(raw)
     buffered = io.BufferedReader(counter, buffer_size=1 << 16)
     head = buffered.peek(4)[:4]
-    if head[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark is not part of the first record
+    if head[:3] == BOM:  # a UTF-8 byte order mark is not part of the first record
         buffered.read(3)
         head = buffered.peek(4)[:4]
-    if head[:2] == b"\x1f\x8b":
+    kind = compression(head)
+    if kind == "gzip":
         return name, gzip.GzipFile(fileobj=buffered), counter  # type: ignore[return-value]
-    if head == b"\x28\xb5\x2f\xfd":
+    if kind == "zstd":
         return name, zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True), counter  # type: ignore[return-value]
     return name, buffered, counter
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def compression(head: bytes) -> str | None:
+    """'gzip' or 'zstd' from a file's first bytes (names lie; magic numbers don't), else None."""
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return None
 
 
 def iter_line_chunks(f: IO[bytes], name: str, max_record: int, on_too_long: Callable[[int, int], None]) -> Iterator[tuple[int, list[bytes]]]:
@@ -296,7 +309,7 @@ class Ingest:
             self.report.seconds = time.perf_counter() - t0
         return self.report
 
-    def _tick(self, counter=None) -> None:
+    def _tick(self) -> None:
         if self.progress is not None:
             self.progress(self._bytes_done, self.report.appended)
 
@@ -312,7 +325,7 @@ class Ingest:
             return None
         with open(path, "rb") as f:
             head = f.read(1 << 16)
-        if head[:2] == b"\x1f\x8b" or head[:4] == b"\x28\xb5\x2f\xfd" or head[:3] == b"\xef\xbb\xbf":
+        if compression(head) or head[:3] == BOM:
             return None
         first = next((x for x in head.split(b"\n")[:-1] if x.strip()), b"")
         if not (first.lstrip().startswith(b"{") and detect(first) == "ndjson"):
@@ -355,7 +368,6 @@ class Ingest:
 
         try:
             chunks = iter_line_chunks(f, name, self.max_record, too_long)
-            pending: list[Batch] = []
             for first, lines in self._documents(chunks, name):
                 if adapter is None:
                     fmt = self.format

@@ -170,17 +170,6 @@ class KeyIndex:
         out[order] = found
         return out
 
-    def remove_from(self, seq: int) -> None:
-        """Forget every key with seq >= `seq` (rollback of an open transaction)."""
-        kept = []
-        for r in self._runs:
-            m = r.seq < seq
-            if m.all():
-                kept.append(r)
-            elif m.any():
-                kept.append(_Run(r.hi[m], r.lo[m], r.seq[m]))
-        self._runs = kept
-
     def export(self, first_seq: int = 0, last_seq: int = 2**62) -> np.ndarray:
         """Entries with first_seq <= seq <= last_seq as an (n, 3) uint64 array (hi, lo, seq),
         sorted by hi."""

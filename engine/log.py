@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import threading
 import time as _time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterator, Sequence
 
@@ -170,7 +170,6 @@ class BaseLog:
         self._last_recorded = 0
         self._clock = clock or wall_clock_us
         self._unpublished: list[tuple[int, list[Chunk]]] = []
-        self._txn_chunks: list[Chunk] = []
         self._synced_token = -1
         self._chunks: list[Chunk] = []  # visible, committed, in seq order
 

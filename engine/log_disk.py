@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -149,10 +148,10 @@ class DiskLog(BaseLog):
         wals = self._wal_files()
         live = [(s, p) for s, p in wals if s > last]
         for s, p in wals:
-            if s <= last:
-                self._check_covered(p, s, last)
+            if s <= last:  # left by a seal that finished: its events are all in segments
+                self._remove_file(p, "its events were already sealed")
         if len(live) > 1 and live[0][0] == last + 1:
-            for s, p in live[1:]:  # written by a seal whose manifest never landed
+            for _, p in live[1:]:  # written by a seal whose manifest never landed
                 self._remove_file(p, "a seal was interrupted before its manifest was written")
             live = live[:1]
         if len(live) > 1:
@@ -185,10 +184,6 @@ class DiskLog(BaseLog):
             if m:
                 out.append((int(m.group(1)), p))
         return sorted(out)
-
-    def _check_covered(self, path: Path, first: int, last_sealed: int) -> None:
-        """A WAL file left by an interrupted seal whose events are all in segments."""
-        self._remove_file(path, "its events were already sealed")
 
     def _remove_file(self, path: Path, why: str) -> None:
         if not self.readonly:
@@ -254,7 +249,7 @@ class DiskLog(BaseLog):
         self._cached_bytes += raw_len if keep else 0
 
     def _write_commit(self, recorded_at: int) -> int:
-        assert self._writer is not None and self._wal_fd is not None or self._writer is not None
+        assert self._writer is not None
         data = encode_frame(b"", 0, self._next_seq, 0, flags=COMMIT, recorded_at=recorded_at)
         self._writer.write(data)
         if self._wal_fd is None:

@@ -18,7 +18,6 @@ import os
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -225,7 +224,3 @@ def open_segment(logdir: Path, seg: SegmentInfo) -> pq.ParquetFile:
 
 def read_segment(logdir: Path, seg: SegmentInfo, columns: list[str] | None = None) -> pa.Table:
     return open_segment(logdir, seg).read(columns=columns)
-
-
-def describe(seg: SegmentInfo) -> dict[str, Any]:
-    return asdict(seg)

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
@@ -17,7 +16,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 import pyarrow as pa
 
 from .codec import build_batch, envelopes_from_objects
-from .errors import BadInput, CtxdbError
+from .errors import BadInput
 from .events import Event
 from .ingest import Ingest, IngestReport, Progress
 from .log import BaseLog, Transaction

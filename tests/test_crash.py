@@ -13,7 +13,7 @@ from pathlib import Path
 
 import ctxdb
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 from crash_writer import batch
 
 WRITER = Path(__file__).with_name("crash_writer.py")

@@ -12,7 +12,7 @@ import pytest
 
 import ctxdb
 
-from conftest import events, make_event
+from conftest import events
 
 
 def test_events_and_dedup_survive_reopen(store_path):
