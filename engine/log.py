@@ -266,6 +266,18 @@ class BaseLog:
             return c.first_seq + int(np.searchsorted(rec, t, side="right")) - 1
         return 0
 
+    def recorded_at_of(self, seq: int) -> int:
+        """recorded_at (microseconds) of the event at `seq`; 0 for seq 0."""
+        if seq <= 0:
+            return 0
+        for c in reversed(self.chunks()):
+            if c.first_seq <= seq <= c.last_seq:
+                if c.rec_min == c.rec_max:
+                    return c.rec_min
+                return int(c.recorded_at()[seq - c.first_seq])
+        raise BadInput(f"seq {seq} is beyond the end of the log ({self.last_seq})", field="seq",
+                       expected=f"1..{self.last_seq}")
+
     def read_batches(
         self, *, from_seq: int | None = None, to_seq: int | None = None, as_of=None,
         subject: str | None = None, type: str | None = None, columns: Sequence[str] = READ_COLUMNS,

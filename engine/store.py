@@ -9,6 +9,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
+import threading
+import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
@@ -16,11 +20,18 @@ from typing import IO, Any, Callable, Iterable, Iterator
 import pyarrow as pa
 
 from .codec import build_batch, envelopes_from_objects
-from .errors import BadInput
+from .config import Config
+from .config import load_file as load_config
+from .errors import BadInput, ConfigError, CorruptionError, CtxdbError, ReadOnlyError
 from .events import Event
 from .ingest import Ingest, IngestReport, Progress
+from .items import ItemStore
+from .live import Subscription, Views
 from .log import BaseLog, Transaction
 from .log_disk import DEFAULT_SEGMENT_EVENTS, DiskLog, Recovery
+from .projector import DECISION_TYPE, POLICY_TYPE, PythonRule, Projector, rules_fingerprint
+from .snapshot import ITEMS_FILE, Manifest, Snapshots
+from .view import View
 
 DEFAULT_PATH = "data"
 
@@ -30,11 +41,26 @@ def default_path() -> str:
 
 
 class Store:
-    """An open ctxdb store. Thread-safe; one writer process per store (others open read-only)."""
+    """An open ctxdb store. Thread-safe; one writer process per store (others open read-only).
 
-    def __init__(self, log: BaseLog, path: Path | None = None) -> None:
+    Wiring: a log (events), an item store (DuckDB item versions), a projector (rules -> items),
+    live views (materialized per agent, pushed to subscribers) and snapshots. The item side is
+    assembled on first use (a view, a subscription, `wait`), so Python rules registered with
+    `@db.rule` before that apply from the first event."""
+
+    def __init__(self, log: BaseLog, path: Path | None = None, *, config: str | os.PathLike | None = None,
+                 readonly: bool = False) -> None:
         self.path = path
         self.log = log
+        self.readonly = readonly
+        self._config_arg = config
+        self._python_rules: list[PythonRule] = []
+        self._engine: Views | None = None
+        self._engine_lock = threading.Lock()
+        self._scratch: tempfile.TemporaryDirectory | None = None
+        self._last_snapshot = 0
+        self.restored_from: Manifest | None = None
+        self._policy_checked = False
 
     # ---- writing -------------------------------------------------------------------------
     def append(self, events: Iterable[Any], *, source: str = "") -> list[int]:
@@ -43,6 +69,8 @@ class Store:
         a JSON line, or an `Envelope`. Returns one seq per input event; a duplicate (same
         `source` and `id` as a logged event, or as an earlier event of this call) gets the seq
         of the event it duplicates and appends nothing."""
+        if not self._policy_checked:
+            self._ensure_policy()
         envs = envelopes_from_objects(events)
         if not envs:
             return []
@@ -62,6 +90,8 @@ class Store:
         """Ingest files ('-' is stdin). Without `stream`, the whole call is one transaction: a
         bad record raises BadInput (file, line, field) and nothing is appended. With `stream`,
         every batch commits on its own, when full or after `idle_commit` seconds without input."""
+        if not self._policy_checked:
+            self._ensure_policy()
         sources = path_or_file if isinstance(path_or_file, list) else [path_or_file]
         kw: dict[str, Any] = {}
         if batch_events:
@@ -72,6 +102,84 @@ class Store:
 
     def transaction(self) -> Transaction:
         return self.log.transaction()
+
+    # ---- rules, policies and views -------------------------------------------------------
+    def rule(self, pattern: str, *, name: str | None = None) -> Callable:
+        """Register a Python projector for event types matching `pattern` (a glob):
+
+            @db.rule("order.*")
+            def order_status(event):            # -> iterable of ctxdb.Upsert / ctxdb.Retract
+                yield ctxdb.Upsert(key=f"order:{event.json()['id']}/status", text=..., kind="fact")
+
+        Register before the first view, subscription or wait: a rule must see every event."""
+        from .config import check_glob
+
+        try:
+            check_glob(pattern)
+        except ValueError as exc:
+            raise ConfigError(f"@db.rule: {exc}", field="pattern") from None
+
+        def deco(fn: Callable) -> Callable:
+            if self._engine is not None:
+                raise ConfigError(f"@db.rule({pattern!r}) registered after projection started: register "
+                                  "Python rules right after ctxdb.open(), before the first view")
+            self._python_rules.append((name or getattr(fn, "__name__", "rule"), pattern, fn))
+            return fn
+        return deco
+
+    def config(self) -> "Config":
+        """The config (rules and agent policies) in force at the projected position."""
+        return self._views().projector.config
+
+    def view(self, agent: str, *, as_of: datetime | str | None = None, seq: int | None = None,
+             budget: int | None = None, explain: bool = False, valid_at: datetime | str | None = None) -> View:
+        """The context view of `agent`: current (materialized), at a log position (`seq`), as the
+        log stood at a time (`as_of`: datetime, RFC 3339 or '2h ago'), or what was true at a
+        time as known now (`valid_at`). A past view equals the one served live then, byte for
+        byte. Raises AccessDenied for an agent without a policy."""
+        return self._views().view(agent, as_of=as_of, seq=seq, budget=budget, explain=explain, valid_at=valid_at)
+
+    def subscribe(self, agent: str) -> Subscription:
+        """Updates of `agent`'s view as it changes (sync or async iterator of ViewUpdate); the
+        first update is the current view."""
+        return self._views().subscribe(agent)
+
+    def record_decision(self, agent: str, view: View, *, output: Any = None, meta: Any = None) -> str:
+        """Append a decision receipt (agent, view seq and hash, every item's key and hash); the
+        items it lists are reinforced from its position on. Returns the decision id."""
+        did = "d-" + uuid.uuid4().hex
+        data = {"agent": agent, "view_seq": view.seq, "view_hash": view.hash, "policy_version": view.policy_version,
+                "items": [{"key": i.key, "hash": i.hash} for i in view.items]}
+        if view.query is not None:
+            data["query"] = view.query
+        if output is not None:
+            data["output"] = output
+        if meta is not None:
+            data["meta"] = meta
+        self.append([{"id": did, "source": "ctxdb", "type": DECISION_TYPE, "subject": f"agent:{agent}",
+                      "time": _now_iso(), "data": data}])
+        return did
+
+    def rebuild(self, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Replay the whole log into a fresh item store and swap it in. Reports whether the
+        rebuilt item versions are identical to the ones they replace."""
+        from .rebuild import rebuild
+
+        views = self._views()
+        views.catch_up()
+        report = rebuild(self, views, progress=progress)
+        self._close_engine()
+        return report
+
+    def snapshot(self) -> Manifest:
+        """Take a snapshot of the projected state now (also taken every [snapshots] every events)."""
+        views = self._views()
+        views.catch_up()
+        with views._lock:
+            return self._take_snapshot(views.projector.seq)
+
+    def snapshots(self) -> list[Manifest]:
+        return Snapshots(self._snap_root()).list() if self.path else []
 
     # ---- reading -------------------------------------------------------------------------
     def read(self, *, from_seq: int | None = None, to_seq: int | None = None,
@@ -93,21 +201,163 @@ class Store:
         return self.log.last_seq
 
     def wait(self, seq: int | None = None, timeout: float | None = None) -> bool:
-        """Block until `seq` (default: the current end of the log) is visible."""
-        return self.log.wait_for(self.log.last_seq if seq is None else seq, timeout)
+        """Block until `seq` (default: the current end of the log) is visible and projected into
+        items and views. False on timeout."""
+        target = self.log.last_seq if seq is None else seq
+        if not self.log.wait_for(target, timeout):
+            return False
+        return self._views().wait(target, timeout)
 
     def refresh(self) -> None:
         self.log.refresh()
 
     def stats(self) -> dict[str, Any]:
-        return self.log.stats()  # type: ignore[attr-defined]
+        out = dict(self.log.stats())  # type: ignore[attr-defined]
+        eng = self._engine
+        if eng is not None:
+            p = eng.projector
+            out["projected_seq"] = p.seq
+            out["projector_lag"] = max(0, self.log.last_seq - p.seq)
+            out["live_items"] = len(p.current)
+            out["policy_version"] = p.policies[-1].version if p.policies else 0
+            out["rules_skipped"] = p.stats.skipped
+            if p.stats.last_skip:
+                out["last_skip"] = p.stats.last_skip
+        return out
 
     @property
     def recovery(self) -> Recovery:
         return getattr(self.log, "recovery", Recovery([]))
 
+    # ---- assembling the item side ---------------------------------------------------------
+    def _snap_root(self) -> Path:
+        assert self.path is not None
+        return self.path / "snapshots"
+
+    def _views(self) -> Views:
+        eng = self._engine
+        if eng is not None:
+            return eng
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = self._build_engine()
+                self._ensure_policy()
+                self._engine.start()
+            return self._engine
+
+    def _build_engine(self) -> Views:
+        items = self._open_items()
+        projector = Projector(items, self._python_rules)
+        self._last_snapshot = projector.seq
+        return Views(self.log, items, projector, live=not self.readonly, on_projected=self._on_projected)
+
+    def _open_items(self) -> ItemStore:
+        if self.path is None:
+            return ItemStore(None)
+        snaps = Snapshots(self._snap_root())
+        if self.readonly:
+            # The writer process holds items.duckdb; read from a private copy of the newest
+            # snapshot (or from nothing) and project the rest of the log in memory.
+            self._scratch = tempfile.TemporaryDirectory(prefix="ctxdb-ro-")
+            dest = Path(self._scratch.name) / ITEMS_FILE
+            self.restored_from = snaps.restore_latest(dest, self.log.last_seq)
+            return ItemStore(dest if self.restored_from else None)
+        f = self.path / ITEMS_FILE
+        if not f.exists():
+            self.restored_from = snaps.restore_latest(f, self.log.last_seq)
+        try:
+            items = ItemStore(f)
+            seq = items.checkpoint()[0]
+        except CtxdbError:
+            # Unreadable item store: keep it aside for inspection, restore or re-project.
+            aside = f.with_name(f"{ITEMS_FILE}.unreadable-{int(time.time())}")
+            os.replace(f, aside)
+            for extra in (f.with_name(ITEMS_FILE + ".wal"),):
+                if extra.exists():
+                    os.replace(extra, aside.with_name(aside.name + ".wal"))
+            self.restored_from = snaps.restore_latest(f, self.log.last_seq)
+            items = ItemStore(f)
+            seq = items.checkpoint()[0]
+        if seq > self.log.last_seq:
+            raise CorruptionError(f"the item store is at seq {seq} but the log ends at {self.log.last_seq}: "
+                                  "the log lost committed events; restore the log or run `ctxdb rebuild`",
+                                  file=str(f))
+        return items
+
+    def _resolve_config(self) -> "Config | None":
+        if self._config_arg is not None:
+            return load_config(self._config_arg)
+        for cand in ([self.path / "ctxdb.toml"] if self.path else []) + [Path.cwd() / "ctxdb.toml"]:
+            if cand.is_file():
+                return load_config(cand)
+        return None
+
+    def _ensure_policy(self) -> None:
+        """Append a policy event when the config file differs from the policy the log holds."""
+        if self._policy_checked:
+            return
+        self._policy_checked = True
+        cfg = self._resolve_config()
+        if cfg is None or self.readonly:
+            return
+        if cfg.hash == self._latest_policy_hash():
+            return
+        version = self._policy_count() + 1
+        self.append([{"id": f"policy-{version}-{cfg.hash}", "source": "ctxdb", "type": POLICY_TYPE,
+                      "subject": "ctxdb:policy", "time": _now_iso(),
+                      "data": {"version": version, "hash": cfg.hash, "file": cfg.file, "config": cfg.raw}}])
+
+    def _policy_events(self) -> list[Event]:
+        return list(self.log.read(type=POLICY_TYPE))
+
+    def _latest_policy_hash(self) -> str | None:
+        evs = self._policy_events()
+        if not evs:
+            return None
+        try:
+            return evs[-1].json().get("hash")
+        except Exception:
+            return None
+
+    def _policy_count(self) -> int:
+        return len(self._policy_events())
+
+    def _on_projected(self, seq: int) -> None:
+        eng = self._engine
+        if eng is None or self.path is None or self.readonly:
+            return
+        every = eng.projector.config.snapshot_every
+        if every and seq - self._last_snapshot >= every:
+            self._take_snapshot(seq)
+
+    def _take_snapshot(self, seq: int) -> Manifest:
+        eng = self._views() if self._engine is None else self._engine
+        if self.path is None or self.readonly:
+            raise ReadOnlyError("take a snapshot")
+        p = eng.projector
+        with eng.items._lock:
+            eng.items.flush()
+            m = Snapshots(self._snap_root()).take(
+                self.path / ITEMS_FILE, seq=seq, policy_version=p.policies[-1].version if p.policies else 0,
+                policy_hash=p.config.hash, rules=rules_fingerprint(p.config, p.python_rules))
+        Snapshots(self._snap_root()).prune(p.config.snapshot_retain)
+        self._last_snapshot = seq
+        return m
+
+    def _close_engine(self) -> None:
+        with self._engine_lock:
+            eng, self._engine = self._engine, None
+            self._policy_checked = True
+        if eng is not None:
+            eng.close()
+            eng.items.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
     # ---- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
+        self._close_engine()
         self.log.close()
 
     def __enter__(self) -> "Store":
@@ -120,22 +370,34 @@ class Store:
 def open(
     path: str | os.PathLike | None = None, *, readonly: bool = False,
     segment_events: int | None = None, sync: bool = True,
-    clock: Callable[[], int] | None = None,
+    clock: Callable[[], int] | None = None, config: str | os.PathLike | None = None,
 ) -> Store:
     """Open (creating if needed) the store at `path` (default $CTXDB_PATH or ./data).
 
     One writer per store: a second writer raises LockedError naming the holder's pid; any number
     of `readonly=True` opens may read alongside. `sync=False` skips fsync (tests/benchmarks
-    only: acknowledged events may be lost on power failure)."""
+    only: acknowledged events may be lost on power failure).
+
+    `config`: a ctxdb.toml path; default `ctxdb.toml` in the store folder, else in the working
+    directory, else the policy the log already holds (else a built-in default). A config that
+    differs from the log's current policy is appended as a new policy version."""
     p = Path(path if path is not None else default_path())
     if segment_events is None:
         segment_events = int(os.environ.get("CTXDB_SEGMENT_EVENTS") or DEFAULT_SEGMENT_EVENTS)
+    if config is not None:
+        load_config(config)  # a bad config fails at open, before anything is written
     log = DiskLog(p, readonly=readonly, segment_events=segment_events, clock=clock, sync=sync)
-    return Store(log, p)
+    return Store(log, p, config=config, readonly=readonly)
 
 
-def open_memory(clock: Callable[[], int] | None = None) -> Store:
+def open_memory(clock: Callable[[], int] | None = None, *, config: str | os.PathLike | None = None) -> Store:
     """A store with nothing on disk (tests, notebooks)."""
     from .log import MemoryLog
 
-    return Store(MemoryLog(clock))
+    return Store(MemoryLog(clock), config=config)
+
+
+def _now_iso() -> str:
+    from datetime import timezone
+
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")

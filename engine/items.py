@@ -1,0 +1,298 @@
+"""Items and the temporal item store (DuckDB).
+
+An item version is valid for log positions `[from_seq, to_seq)`; the current state is the versions
+with no `to_seq`. Retractions are stored as `op = 'retract'` rows so that valid-time queries
+(`valid_at`) can see them; a version that arrived late (its event `time` is older than the
+current version's) is stored with an empty interval `[seq, seq)`: it never was the current
+version, but it is what was true at its time.
+
+Each projection batch is written in one DuckDB transaction together with the projector's
+position (checkpoint), so a crash leaves either all of a batch or none of it.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+import msgspec
+import pyarrow as pa
+
+from .errors import CorruptionError, CtxdbError
+
+ITEM_SCHEMA_VERSION = 1
+
+
+class ItemVersion(msgspec.Struct, frozen=True, gc=False):
+    vid: int
+    key: str
+    op: str                     # "upsert" | "retract"
+    subject: str
+    kind: str
+    text: str
+    priority: float
+    pinned: bool
+    tags: tuple[str, ...]
+    time_us: int                # valid time: the event time the version is about
+    expires_us: int | None
+    hash: str                   # content hash of `text`
+    from_seq: int
+    to_seq: int | None
+    lineage_seqs: tuple[int, ...]
+    lineage_ids: tuple[str, ...]
+    rule: str
+
+    def closed(self, seq: int) -> "ItemVersion":
+        return msgspec.structs.replace(self, to_seq=seq)
+
+
+def content_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+COLUMNS = [f for f in ItemVersion.__struct_fields__]
+ARROW_SCHEMA = pa.schema([
+    ("vid", pa.int64()), ("key", pa.string()), ("op", pa.string()), ("subject", pa.string()),
+    ("kind", pa.string()), ("text", pa.string()), ("priority", pa.float64()), ("pinned", pa.bool_()),
+    ("tags", pa.list_(pa.string())), ("time_us", pa.int64()), ("expires_us", pa.int64()),
+    ("hash", pa.string()), ("from_seq", pa.int64()), ("to_seq", pa.int64()),
+    ("lineage_seqs", pa.list_(pa.int64())), ("lineage_ids", pa.list_(pa.string())), ("rule", pa.string()),
+])
+
+DDL = """
+CREATE TABLE IF NOT EXISTS item_versions (
+    vid BIGINT, key VARCHAR, op VARCHAR, subject VARCHAR, kind VARCHAR, text VARCHAR,
+    priority DOUBLE, pinned BOOLEAN, tags VARCHAR[], time_us BIGINT, expires_us BIGINT,
+    hash VARCHAR, from_seq BIGINT, to_seq BIGINT, lineage_seqs BIGINT[], lineage_ids VARCHAR[],
+    rule VARCHAR);
+CREATE TABLE IF NOT EXISTS checkpoints (projector VARCHAR PRIMARY KEY, seq BIGINT, next_vid BIGINT,
+    python_rules VARCHAR);
+CREATE TABLE IF NOT EXISTS policies (version INTEGER, seq BIGINT, hash VARCHAR, config VARCHAR);
+CREATE TABLE IF NOT EXISTS uses (key VARCHAR, seq BIGINT, agent VARCHAR);
+CREATE TABLE IF NOT EXISTS summary_state (rule VARCHAR, grp VARCHAR, n BIGINT, pending VARCHAR[],
+    PRIMARY KEY (rule, grp));
+CREATE TABLE IF NOT EXISTS token_counts (tokenizer VARCHAR, hash VARCHAR, n INTEGER);
+CREATE TABLE IF NOT EXISTS meta (k VARCHAR PRIMARY KEY, v VARCHAR);
+"""
+
+
+@dataclass
+class Policy:
+    version: int
+    seq: int
+    hash: str
+    config: str                 # canonical JSON of the parsed config
+
+
+@dataclass
+class WriteBatch:
+    """Everything one projection step changes; written atomically with the checkpoint."""
+
+    to_seq: int
+    next_vid: int
+    first_vid: int = 0
+    new: list[ItemVersion] = field(default_factory=list)
+    closes: dict[int, int] = field(default_factory=dict)          # vid -> to_seq (rows already stored)
+    summary_state: dict[tuple[str, str], tuple[int, list[str]]] = field(default_factory=dict)
+    policies: list[Policy] = field(default_factory=list)
+    uses: list[tuple[str, int, str]] = field(default_factory=list)
+    python_rules: str = ""
+
+
+def _versions_table(rows: list[ItemVersion]) -> pa.Table:
+    cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    for r in rows:
+        for c in COLUMNS:
+            cols[c].append(getattr(r, c))
+    return pa.Table.from_pydict(cols, schema=ARROW_SCHEMA)
+
+
+def rows_to_versions(tbl: pa.Table) -> list[ItemVersion]:
+    d = tbl.to_pydict()
+    n = tbl.num_rows
+    out = []
+    for i in range(n):
+        out.append(ItemVersion(
+            d["vid"][i], d["key"][i], d["op"][i], d["subject"][i], d["kind"][i], d["text"][i],
+            d["priority"][i], d["pinned"][i], tuple(d["tags"][i] or ()), d["time_us"][i], d["expires_us"][i],
+            d["hash"][i], d["from_seq"][i], d["to_seq"][i], tuple(d["lineage_seqs"][i] or ()),
+            tuple(d["lineage_ids"][i] or ()), d["rule"][i]))
+    return out
+
+
+SELECT_COLS = ", ".join(COLUMNS)
+
+
+class ItemStore:
+    """The item store of one ctxdb store: `items.duckdb` (or in memory when `path` is None)."""
+
+    def __init__(self, path: Path | None, *, readonly: bool = False) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            self._con = duckdb.connect(str(path) if path else ":memory:", read_only=readonly)
+            if not readonly:
+                self._con.execute(DDL)
+                self._con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", [str(ITEM_SCHEMA_VERSION)])
+        except duckdb.Error as exc:
+            raise CorruptionError(f"cannot open the item store: {exc}", file=str(path) if path else None) from None
+
+    # ---- reads ---------------------------------------------------------------------------
+    def _q(self, sql: str, params: list | None = None) -> pa.Table:
+        with self._lock:
+            try:
+                return self._con.sql(sql, params=params or None).to_arrow_table()
+            except duckdb.Error as exc:
+                raise CtxdbError(f"item store query failed ({self.path}): {exc}") from None
+
+    def checkpoint(self) -> tuple[int, int, str]:
+        """(seq, next vid, python rule names) the projection has reached."""
+        t = self._q("SELECT seq, next_vid, python_rules FROM checkpoints WHERE projector = 'items'")
+        if not t.num_rows:
+            return 0, 1, ""
+        r = t.to_pylist()[0]
+        return r["seq"], r["next_vid"], r["python_rules"] or ""
+
+    def current(self) -> list[ItemVersion]:
+        return rows_to_versions(self._q(
+            f"SELECT {SELECT_COLS} FROM item_versions WHERE op = 'upsert' AND to_seq IS NULL ORDER BY key"))
+
+    def last_times(self) -> dict[str, int]:
+        """Per key, the newest valid time of any op (so a late event never resurrects a key)."""
+        t = self._q("SELECT key, max(time_us) AS t FROM item_versions GROUP BY key")
+        return dict(zip(t.column("key").to_pylist(), t.column("t").to_pylist()))
+
+    def versions_at(self, seq: int, *, subject_like: list[str] | None = None,
+                    kinds: Iterable[str] | None = None) -> list[ItemVersion]:
+        """Item versions valid at `seq` (transaction time), ordered by key."""
+        sql = (f"SELECT {SELECT_COLS} FROM item_versions WHERE op = 'upsert' AND from_seq <= ? "
+               "AND (to_seq IS NULL OR to_seq > ?)")
+        params: list[Any] = [seq, seq]
+        if subject_like is not None:
+            if not subject_like:
+                return []
+            sql += " AND (" + " OR ".join("subject LIKE ? ESCAPE '\\'" for _ in subject_like) + ")"
+            params += subject_like
+        if kinds is not None:
+            kinds = list(kinds)
+            sql += " AND kind IN (" + ",".join("?" for _ in kinds) + ")"
+            params += kinds
+        return rows_to_versions(self._q(sql + " ORDER BY key", params))
+
+    def valid_at(self, time_us: int, seq: int) -> list[ItemVersion]:
+        """What was true at valid time `time_us`, as known at `seq`: per key, the op with the
+        newest (time, seq) at or before `time_us`, if it is an upsert."""
+        sql = f"""
+            SELECT {SELECT_COLS} FROM (
+                SELECT *, row_number() OVER (PARTITION BY key ORDER BY time_us DESC, from_seq DESC, vid DESC) AS rn
+                FROM item_versions WHERE from_seq <= ? AND time_us <= ?)
+            WHERE rn = 1 AND op = 'upsert' ORDER BY key"""
+        return rows_to_versions(self._q(sql, [seq, time_us]))
+
+    def uses_at(self, seq: int) -> dict[str, int]:
+        t = self._q("SELECT key, count(*) AS n FROM uses WHERE seq <= ? GROUP BY key", [seq])
+        return dict(zip(t.column("key").to_pylist(), t.column("n").to_pylist()))
+
+    def policies(self) -> list[Policy]:
+        t = self._q("SELECT version, seq, hash, config FROM policies ORDER BY seq")
+        return [Policy(**r) for r in t.to_pylist()]
+
+    def summary_state(self) -> dict[tuple[str, str], tuple[int, list[str]]]:
+        t = self._q("SELECT rule, grp, n, pending FROM summary_state")
+        return {(r["rule"], r["grp"]): (r["n"], list(r["pending"] or [])) for r in t.to_pylist()}
+
+    def token_counts(self, tokenizer: str) -> dict[str, int]:
+        t = self._q("SELECT hash, n FROM token_counts WHERE tokenizer = ?", [tokenizer])
+        return dict(zip(t.column("hash").to_pylist(), t.column("n").to_pylist()))
+
+    def count_versions(self) -> int:
+        return self._q("SELECT count(*) AS n FROM item_versions").column("n")[0].as_py()
+
+    def digest(self) -> str:
+        """A hash over every item version, in vid order: two stores with the same digest hold
+        identical item versions."""
+        h = hashlib.blake2b(digest_size=16)
+        with self._lock:
+            tbl = self._con.sql(f"SELECT {SELECT_COLS} FROM item_versions ORDER BY vid").to_arrow_table()
+        for batch in tbl.to_batches(65536):
+            h.update(msgspec.json.encode(batch.to_pydict()))
+        return h.hexdigest()
+
+    # ---- writes --------------------------------------------------------------------------
+    def write(self, wb: WriteBatch) -> None:
+        with self._lock:
+            con = self._con
+            try:
+                con.execute("BEGIN TRANSACTION")
+                if wb.new:
+                    new_tbl = _versions_table(wb.new)  # noqa: F841 (read by DuckDB by name)
+                    con.execute("INSERT INTO item_versions SELECT * FROM new_tbl")
+                if wb.closes:
+                    closes_tbl = pa.table({"vid": list(wb.closes), "to_seq": list(wb.closes.values())})  # noqa: F841
+                    con.execute("UPDATE item_versions SET to_seq = c.to_seq FROM closes_tbl c "
+                                "WHERE item_versions.vid = c.vid")
+                for (rule, grp), (n, pending) in wb.summary_state.items():
+                    con.execute("INSERT OR REPLACE INTO summary_state VALUES (?, ?, ?, ?)", [rule, grp, n, pending])
+                for p in wb.policies:
+                    con.execute("INSERT INTO policies VALUES (?, ?, ?, ?)", [p.version, p.seq, p.hash, p.config])
+                if wb.uses:
+                    uses_tbl = pa.table({"key": [u[0] for u in wb.uses], "seq": [u[1] for u in wb.uses],  # noqa: F841
+                                         "agent": [u[2] for u in wb.uses]})
+                    con.execute("INSERT INTO uses SELECT * FROM uses_tbl")
+                con.execute("INSERT OR REPLACE INTO checkpoints VALUES ('items', ?, ?, ?)",
+                            [wb.to_seq, wb.next_vid, wb.python_rules])
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                raise CtxdbError(f"item store write failed ({self.path}): {exc}") from None
+
+    def put_token_counts(self, tokenizer: str, counts: dict[str, int]) -> None:
+        if not counts:
+            return
+        tbl = pa.table({"tokenizer": [tokenizer] * len(counts), "hash": list(counts),  # noqa: F841
+                        "n": pa.array(list(counts.values()), pa.int32())})
+        with self._lock:
+            self._con.execute("INSERT INTO token_counts SELECT * FROM tbl")
+
+    def copy_token_counts_from(self, other: Path) -> None:
+        """Reuse another item store's token counts (counting is deterministic, so a rebuild may)."""
+        with self._lock:
+            try:
+                self._con.execute(f"ATTACH '{other}' AS old (READ_ONLY)")
+                self._con.execute("INSERT INTO token_counts SELECT * FROM old.token_counts")
+                self._con.execute("DETACH old")
+            except duckdb.Error:
+                pass
+
+    def flush(self) -> None:
+        """Checkpoint DuckDB's WAL into the database file (before copying it)."""
+        with self._lock:
+            self._con.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._con.close()
+            except duckdb.Error:
+                pass
+
+
+def like_pattern(glob: str) -> str:
+    """A SQL LIKE pattern (ESCAPE '\\') for a ctxdb glob."""
+    out = []
+    for ch in glob:
+        if ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        elif ch in "%_\\":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)

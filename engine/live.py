@@ -1,0 +1,368 @@
+"""Live views: the projection runner, the materialized view of every agent, and subscriptions.
+
+A background thread wakes on every log commit, projects the new events (one DuckDB transaction
+per batch, with the checkpoint), updates each agent's candidate set from the opened and closed
+item versions, re-assembles each agent's view at the new position and pushes it to subscribers
+whose view content changed. `Views.view(agent)` at the current position is a dictionary read.
+
+Past positions are assembled by the same `assemble()` from the item store's versions at that
+seq, the policy in force then and the reinforcement recorded by then, so they equal what was
+served live.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time as _time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Iterator
+
+from .config import AgentPolicy, Config
+from .errors import AccessDenied, BadInput, CtxdbError
+from .events import micros
+from .items import ItemStore, ItemVersion, like_pattern
+from .log import BaseLog, parse_time
+from .projector import PROJECT_COLUMNS, Projector
+from .tokenizer import Tokenizer, get_tokenizer
+from .view import View, allowed, assemble, render_line
+
+
+@dataclass(frozen=True)
+class ViewUpdate:
+    """What a subscriber receives: the new view and what changed since the previous one."""
+
+    view: View
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+
+
+class Subscription:
+    """Iterate (sync or async) over an agent's views as they change. The first update is the
+    current view. A consumer that falls more than `maxlen` updates behind skips the oldest
+    (each update it does get is still an exact view)."""
+
+    def __init__(self, owner: "Views", agent: str, maxlen: int = 1024) -> None:
+        self.owner, self.agent = owner, agent
+        self._q: deque[ViewUpdate] = deque(maxlen=maxlen)
+        self._cond = threading.Condition()
+        self._last: View | None = None
+        self.closed = False
+        self.skipped = 0
+
+    def _push(self, view: View) -> None:
+        with self._cond:
+            prev = self._last
+            if prev is not None and (view.seq <= prev.seq or prev.body_key() == view.body_key()):
+                return
+            old = {i.key: i.hash for i in prev.items} if prev else {}
+            new = {i.key: i.hash for i in view.items}
+            upd = ViewUpdate(view, tuple(k for k in new if k not in old), tuple(k for k in old if k not in new),
+                             tuple(k for k in new if k in old and old[k] != new[k]))
+            if len(self._q) == self._q.maxlen:
+                self.skipped += 1
+            self._q.append(upd)
+            self._last = view
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> ViewUpdate | None:
+        """The next update; None on timeout or when closed."""
+        deadline = None if timeout is None else _time.monotonic() + timeout
+        with self._cond:
+            while not self._q and not self.closed:
+                left = None if deadline is None else deadline - _time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left if left is not None else 0.5)
+            return self._q.popleft() if self._q else None
+
+    def __iter__(self) -> Iterator[ViewUpdate]:
+        while True:
+            upd = self.get()
+            if upd is None:
+                return
+            yield upd
+
+    def __aiter__(self) -> "Subscription":
+        return self
+
+    async def __anext__(self) -> ViewUpdate:
+        while True:
+            upd = await asyncio.to_thread(self.get, 0.25)
+            if upd is not None:
+                return upd
+            if self.closed:
+                raise StopAsyncIteration
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+        self.owner._unsubscribe(self)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Views:
+    def __init__(self, log: BaseLog, items: ItemStore, projector: Projector, *, live: bool,
+                 on_projected: Callable[[int], None] | None = None) -> None:
+        self.log, self.items, self.projector = log, items, projector
+        self.live = live
+        self.on_projected = on_projected
+        self._lock = threading.RLock()              # projection + live state
+        self._changed = threading.Condition()
+        self._views: dict[str, View] = {}
+        self._cands: dict[str, dict[str, ItemVersion]] = {}
+        self._subs: dict[str, list[Subscription]] = {}
+        self._tok_cache: dict[str, dict[str, int]] = {}
+        self._tok_pending: dict[str, dict[str, int]] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self.error: BaseException | None = None
+        self._init_live()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.live and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ctxdb-projector", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop = True
+        with self.log._changed:
+            self.log._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        for subs in list(self._subs.values()):
+            for s in list(subs):
+                s.close()
+        self._flush_tokens()
+
+    def _run(self) -> None:
+        while not self._stop:
+            with self.log._changed:
+                if self.log.last_seq <= self.projector.seq and not self._stop:
+                    self.log._changed.wait(0.5)
+            if self._stop:
+                break
+            try:
+                self.catch_up()
+            except BaseException as exc:  # surfaced to callers of view()/wait()
+                self.error = exc
+                with self._changed:
+                    self._changed.notify_all()
+                _time.sleep(0.5)
+
+    # ---- projection ------------------------------------------------------------------------
+    def catch_up(self, to_seq: int | None = None) -> int:
+        """Project everything committed so far (or up to `to_seq`); returns the projected seq."""
+        with self._lock:
+            proj = self.projector
+            end = self.log.last_seq if to_seq is None else min(to_seq, self.log.last_seq)
+            if end <= proj.seq:
+                return proj.seq
+            policy_before, reproj_before = proj.config.hash, proj.stats.reprojections
+            batches = self.log.read_batches(from_seq=proj.seq + 1, to_seq=end, columns=PROJECT_COLUMNS)
+            opened, closed = proj.run(batches, end, self._read_prefix)
+            if proj.config.hash != policy_before or proj.stats.reprojections != reproj_before:
+                self._init_live()
+            else:
+                self._apply_changes(opened, closed)
+            self._refresh_views()
+            self._flush_tokens()
+            seq = proj.seq
+            if self.on_projected is not None:
+                self.on_projected(seq)
+        self.error = None
+        with self._changed:
+            self._changed.notify_all()
+        return seq
+
+    def _read_prefix(self, at: int):
+        return self.log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS)
+
+    def wait(self, seq: int, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else _time.monotonic() + timeout
+        if not self.live:
+            self.log.refresh()
+            self.catch_up(seq)
+            return self.projector.seq >= seq
+        self.start()
+        with self._changed:
+            while self.projector.seq < seq:
+                if self.error is not None:
+                    raise self.error
+                left = None if deadline is None else deadline - _time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.5) if left is not None else 0.5)
+        return True
+
+    # ---- live state ------------------------------------------------------------------------
+    def _agents(self) -> dict[str, AgentPolicy]:
+        return self.projector.config.agents
+
+    def _init_live(self) -> None:
+        current = self.projector.current
+        self._cands = {}
+        for name, pol in self._agents().items():
+            self._cands[name] = {k: v for k, v in current.items() if allowed(pol, v)}
+        self._views = {}
+
+    def _apply_changes(self, opened: list[ItemVersion], closed: list[ItemVersion]) -> None:
+        agents = self._agents()
+        for v in closed:
+            for name in agents:
+                c = self._cands[name]
+                cur = c.get(v.key)
+                if cur is not None and cur.vid == v.vid:
+                    del c[v.key]
+        for v in opened:
+            if self.projector.current.get(v.key) is not v:
+                continue  # opened and closed again within the run
+            for name, pol in agents.items():
+                if allowed(pol, v):
+                    self._cands[name][v.key] = v
+
+    def _refresh_views(self) -> None:
+        seq = self.projector.seq
+        if seq == 0:
+            return
+        now = self.log.recorded_at_of(seq)
+        for name, pol in self._agents().items():
+            view = self._assemble(self._cands[name].values(), pol, seq, now, self.projector.uses,
+                                  self.projector.config, self._policy_version(seq))
+            self._views[name] = view
+            for s in list(self._subs.get(name, ())):
+                s._push(view)
+
+    def _policy_version(self, seq: int) -> int:
+        v = 0
+        for p in self.projector.policies:
+            if p.seq <= seq:
+                v = p.version
+        return v
+
+    # ---- tokens ----------------------------------------------------------------------------
+    def tokenizer(self, cfg: Config) -> Tokenizer:
+        return get_tokenizer(cfg.tokenizer)
+
+    def _counter(self, tok: Tokenizer) -> Callable[[list[ItemVersion]], list[int]]:
+        cache = self._tok_cache.get(tok.name)
+        if cache is None:
+            cache = self._tok_cache[tok.name] = self.items.token_counts(tok.name)
+        pending = self._tok_pending.setdefault(tok.name, {})
+
+        def count(vs: list[ItemVersion]) -> list[int]:
+            missing = sorted({v.hash: v.text for v in vs if v.hash not in cache}.items())
+            if missing:
+                for (h, _), n in zip(missing, tok.count_many([render_line(t) for _, t in missing])):
+                    cache[h] = n
+                    pending[h] = n
+            return [cache[v.hash] for v in vs]
+        return count
+
+    def _flush_tokens(self) -> None:
+        if self.items is None:
+            return
+        for name, pending in list(self._tok_pending.items()):
+            if pending:
+                batch = dict(pending)
+                pending.clear()
+                try:
+                    self.items.put_token_counts(name, batch)
+                except CtxdbError:
+                    pass  # a cache: losing it costs a recount, never correctness
+
+    def _assemble(self, cands, pol: AgentPolicy, seq: int, now: int, uses: dict[str, int], cfg: Config,
+                  version: int, **kw: Any) -> View:
+        tok = self.tokenizer(cfg)
+        return assemble(cands, pol, seq=seq, now_us=now, uses=uses, tokens=self._counter(tok), tokenizer=tok,
+                        policy_version=version, policy_hash=cfg.hash, **kw)
+
+    # ---- reading views -----------------------------------------------------------------------
+    def view(self, agent: str, *, as_of: datetime | str | None = None, seq: int | None = None,
+             budget: int | None = None, explain: bool = False, valid_at: datetime | str | None = None) -> View:
+        if as_of is not None and seq is not None:
+            raise BadInput("give either as_of or seq, not both", field="as_of")
+        end = self.log.last_seq
+        if as_of is not None:
+            seq = self.log.seq_at(as_of)
+        if seq is not None and (seq < 0 or seq > end):
+            raise BadInput(f"seq {seq} is outside the log (1..{end})", field="seq", expected=f"0..{end}")
+        target = end if seq is None else seq
+        if self.projector.seq < target:
+            self.wait(target)
+        if self.error is not None:
+            raise self.error
+        if seq is None and valid_at is None and not explain:
+            with self._lock:
+                cfg = self.projector.config
+                pol = self._policy(cfg, agent, self.projector.seq)
+                if budget is None or budget == pol.budget:
+                    v = self._views.get(agent)
+                    if v is not None and v.seq == self.projector.seq:
+                        return v
+                seq = self.projector.seq
+        return self.view_at(agent, seq if seq is not None else self.projector.seq, budget=budget,
+                            explain=explain, valid_at=valid_at)
+
+    def _policy(self, cfg: Config, agent: str, seq: int) -> AgentPolicy:
+        pol = cfg.agent(agent)
+        if pol is None:
+            names = ", ".join(sorted(cfg.agents)) or "none"
+            raise AccessDenied(f"no policy for agent {agent!r} at seq {seq} (agents: {names}); "
+                               "add [agents.<name>] to ctxdb.toml")
+        return pol
+
+    def view_at(self, agent: str, seq: int, *, budget: int | None = None, explain: bool = False,
+                valid_at: datetime | str | None = None) -> View:
+        """Assemble the view at a past (projected) position from the item store."""
+        cfg, pol_rec = self.projector.policy_at(seq)
+        pol = self._policy(cfg, agent, seq)
+        version = pol_rec.version if pol_rec else 0
+        if valid_at is not None:
+            t_us = micros(parse_time(valid_at))
+            cands = self.items.valid_at(t_us, seq)
+            return self._assemble(cands, pol, seq, t_us, self.items.uses_at(seq), cfg, version, budget=budget,
+                                  explain=explain, valid_at=_iso_us(t_us))
+        if explain:
+            cands = self.items.versions_at(seq)
+        else:
+            cands = self.items.versions_at(seq, subject_like=[like_pattern(p) for p in pol.subjects],
+                                           kinds=pol.kinds)
+        now = self.log.recorded_at_of(seq)
+        return self._assemble(cands, pol, seq, now, self.items.uses_at(seq), cfg, version, budget=budget,
+                              explain=explain)
+
+    # ---- subscriptions -----------------------------------------------------------------------
+    def subscribe(self, agent: str) -> Subscription:
+        self.start()
+        with self._lock:
+            self._policy(self.projector.config, agent, self.projector.seq)
+            sub = Subscription(self, agent)
+            self._subs.setdefault(agent, []).append(sub)
+            v = self._views.get(agent)
+        if v is None and self.projector.seq > 0:
+            v = self.view(agent, seq=self.projector.seq)
+        if v is not None:
+            sub._push(v)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            subs = self._subs.get(sub.agent, [])
+            if sub in subs:
+                subs.remove(sub)
+
+
+def _iso_us(us: int) -> str:
+    from .events import utc_from_micros
+
+    return utc_from_micros(us).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,337 @@
+"""The projector: a deterministic function from the log to item versions.
+
+For each event, in seq order, the rules of the policy in force turn it into item operations
+(upsert, retract; summaries fold groups of items). System events drive the projector itself:
+
+    ctxdb.policy    a new config version; if its rules differ from the rules in force, the whole
+                    log prefix is re-projected with the new rules *at that position* (old versions
+                    close there, new ones open there), so later views see every past event through
+                    the new rules and earlier views are untouched
+    ctxdb.decision  a decision receipt: every item it lists is reinforced (decays slower)
+
+Supersession is by valid time: an upsert replaces the current version of its key only if its
+event `time` is not older than the current version's. An older ("late") event is stored as a
+version that never was current, for valid-time queries.
+
+Positions: every write carries the checkpoint (the last seq projected), in one DuckDB transaction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Callable, Iterable, Iterator
+
+import msgspec
+import pyarrow as pa
+
+from .config import Config, Rule, default_config, from_dict, glob_match, parse_duration
+from .errors import ConfigError
+from .events import utc_from_micros
+from .items import ItemStore, ItemVersion, Policy, WriteBatch, content_hash
+from .template import EventContext, MissingField
+
+SYSTEM_PREFIX = "ctxdb."
+POLICY_TYPE = "ctxdb.policy"
+DECISION_TYPE = "ctxdb.decision"
+PROJECT_COLUMNS = ["seq", "recorded_at", "id", "source", "type", "subject", "time", "time_ts", "data", "meta"]
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """An item operation returned by a Python rule."""
+
+    key: str
+    text: str
+    kind: str = "event"
+    priority: float = 0.5
+    ttl: str | float | timedelta | None = None     # "7d", seconds, or a timedelta
+    tags: tuple[str, ...] = ()
+    pinned: bool = False
+    subject: str | None = None
+
+
+@dataclass(frozen=True)
+class Retract:
+    key: str
+
+
+PythonRule = tuple[str, str, Callable[[Any], Iterable[Upsert | Retract] | None]]  # (name, glob, fn)
+
+
+@dataclass
+class Stats:
+    events: int = 0
+    matched: int = 0
+    skipped: int = 0                 # rule skipped for an event (a template field was missing)
+    last_skip: str = ""
+    reprojections: int = 0
+
+
+def rules_fingerprint(cfg: Config, python_rules: list[PythonRule]) -> str:
+    raw = {"rules": cfg.raw.get("rules", []), "python": [n for n, _, _ in python_rules]}
+    return msgspec.json.encode(raw).decode()
+
+
+class Projector:
+    """Owns the projected state (current items, summaries, reinforcement) of one item store."""
+
+    def __init__(self, items: ItemStore, python_rules: list[PythonRule] | None = None) -> None:
+        self.items = items
+        self.python_rules = list(python_rules or [])
+        self.stats = Stats()
+        self.listeners: list[Callable[[list[ItemVersion], list[ItemVersion]], None]] = []
+        self._load()
+
+    # ---- state ---------------------------------------------------------------------------
+    def _load(self) -> None:
+        self.seq, self.next_vid, stored_py = self.items.checkpoint()
+        names = ",".join(n for n, _, _ in self.python_rules)
+        if self.seq and stored_py != names:
+            raise ConfigError(
+                f"the item store was projected with Python rules [{stored_py}] but this process "
+                f"registered [{names}]: register the same rules, or run `ctxdb rebuild`")
+        self.policies: list[Policy] = self.items.policies()
+        self.config = self._config_of(self.policies[-1]) if self.policies else default_config()
+        self.current: dict[str, ItemVersion] = {v.key: v for v in self.items.current()}
+        self.last_time: dict[str, int] = self.items.last_times()
+        self.summaries: dict[tuple[str, str], tuple[int, list[str]]] = self.items.summary_state()
+        self.uses: dict[str, int] = self.items.uses_at(self.seq)
+        self._rule_cache: dict[str, list[Rule]] = {}
+
+    @staticmethod
+    def _config_of(p: Policy) -> Config:
+        return from_dict(msgspec.json.decode(p.config), file=f"<policy version {p.version} at seq {p.seq}>")
+
+    def policy_at(self, seq: int) -> tuple[Config, Policy | None]:
+        """The config in force at `seq` (the built-in default before any policy event)."""
+        chosen = None
+        for p in self.policies:
+            if p.seq <= seq:
+                chosen = p
+            else:
+                break
+        return (self._config_of(chosen) if chosen else default_config()), chosen
+
+    def _rules_for(self, event_type: str) -> list[Rule]:
+        r = self._rule_cache.get(event_type)
+        if r is None:
+            system = event_type.startswith(SYSTEM_PREFIX)
+            r = [rule for rule in self.config.rules
+                 if rule.matches(event_type) and (not system or rule.on.startswith(SYSTEM_PREFIX))]
+            self._rule_cache[event_type] = r
+        return r
+
+    # ---- projecting ----------------------------------------------------------------------
+    def run(self, batches: Iterable[pa.RecordBatch], to_seq: int,
+            read_prefix: Callable[[int], Iterator[pa.RecordBatch]] | None = None) -> tuple[list, list]:
+        """Project `batches` (events after self.seq, up to `to_seq`); write them with the
+        checkpoint. Returns (opened, closed) item versions for live views. `read_prefix(seq)`
+        reads events 1..seq-1 (for re-projection after a rules change)."""
+        opened: list[ItemVersion] = []
+        closed: list[ItemVersion] = []
+        for b in batches:
+            wb = WriteBatch(to_seq=self.seq, next_vid=self.next_vid, first_vid=self.next_vid)
+            self._project_batch(b, wb, opened, closed, read_prefix)
+            self._flush(wb)
+        if self.seq < to_seq:  # nothing matched at the end: still advance the checkpoint
+            self.seq = to_seq
+            self._flush(WriteBatch(to_seq=to_seq, next_vid=self.next_vid))
+        return opened, closed
+
+    def _flush(self, wb: WriteBatch) -> None:
+        wb.to_seq, wb.next_vid = self.seq, self.next_vid
+        wb.python_rules = ",".join(n for n, _, _ in self.python_rules)
+        self.items.write(wb)
+
+    def _project_batch(self, b: pa.RecordBatch, wb: WriteBatch, opened: list, closed: list,
+                       read_prefix, at: int | None = None) -> None:
+        types = b.column("type").to_pylist()
+        seqs = b.column("seq").to_pylist()
+        cols: dict[str, list] | None = None
+        for i, t in enumerate(types):
+            seq = seqs[i]
+            if at is None and seq <= self.seq:
+                continue
+            rules = self._rules_for(t)
+            system = t.startswith(SYSTEM_PREFIX)
+            if rules or self.python_rules or system:
+                if cols is None:
+                    cols = {n: b.column(n).to_pylist() for n in PROJECT_COLUMNS if n != "type"}
+                    cols["recorded_at"] = b.column("recorded_at").cast(pa.int64()).to_pylist()
+                    cols["time_ts"] = b.column("time_ts").cast(pa.int64()).to_pylist()
+                row = {n: cols[n][i] for n in cols}
+                row["type"] = t
+                pos = seq if at is None else at
+                if system and at is None:
+                    self._system_event(row, wb, opened, closed, read_prefix)
+                if rules or self.python_rules:
+                    self._apply(row, rules, pos, wb, opened, closed)
+            self.stats.events += 1
+            if at is None:
+                self.seq = seq
+
+    def _system_event(self, row: dict, wb: WriteBatch, opened, closed, read_prefix) -> None:
+        if row["type"] == DECISION_TYPE:
+            try:
+                data = msgspec.json.decode(row["data"])
+                keys = [it["key"] if isinstance(it, dict) else str(it) for it in data.get("items", [])]
+                agent = str(data.get("agent", ""))
+            except (msgspec.DecodeError, AttributeError, KeyError, TypeError):
+                return
+            for k in sorted(set(keys)):
+                self.uses[k] = self.uses.get(k, 0) + 1
+                wb.uses.append((k, row["seq"], agent))
+        elif row["type"] == POLICY_TYPE:
+            try:
+                data = msgspec.json.decode(row["data"])
+                cfg = from_dict(data["config"], file=f"<policy event at seq {row['seq']}>")
+            except (msgspec.DecodeError, KeyError, TypeError, ConfigError):
+                return  # not a policy we can read: the previous one stays in force
+            version = (self.policies[-1].version if self.policies else 0) + 1
+            pol = Policy(version=version, seq=row["seq"], hash=cfg.hash,
+                         config=msgspec.json.encode(cfg.raw).decode())
+            old_rules = rules_fingerprint(self.config, self.python_rules)
+            self.policies.append(pol)
+            wb.policies.append(pol)
+            self.config = cfg
+            self._rule_cache = {}
+            if rules_fingerprint(cfg, self.python_rules) != old_rules and read_prefix is not None and row["seq"] > 1:
+                self._reproject(row["seq"], wb, opened, closed, read_prefix)
+
+    def _reproject(self, at: int, wb: WriteBatch, opened, closed, read_prefix) -> None:
+        """New rules at position `at`: close every current version there and project events
+        1..at-1 again, every new version valid from `at`."""
+        self.stats.reprojections += 1
+        for key in sorted(self.current):
+            v = self.current[key]
+            self._close(v, at, wb, closed)
+        self.current = {}
+        self.last_time = {}
+        for k in self.summaries:
+            wb.summary_state[k] = (0, [])
+        self.summaries = {}
+        for b in read_prefix(at):
+            self._project_batch(b, wb, opened, closed, None, at=at)
+
+    # ---- item operations -----------------------------------------------------------------
+    def _apply(self, row: dict, rules: list[Rule], pos: int, wb: WriteBatch, opened, closed) -> None:
+        ctx = EventContext(
+            {"id": row["id"], "source": row["source"], "type": row["type"], "subject": row["subject"],
+             "seq": row["seq"]},
+            row["data"], row["meta"], utc_from_micros(row["time_ts"]), utc_from_micros(row["recorded_at"]))
+        for rule in rules:
+            self.stats.matched += 1
+            try:
+                if rule.retract is not None:
+                    self._retract(rule.retract.render(ctx), row, pos, wb, closed)
+                    continue
+                key = rule.key.render(ctx)  # type: ignore[union-attr]
+                text = rule.text.render(ctx)  # type: ignore[union-attr]
+                subject = rule.subject.render(ctx)
+                tags = tuple(t.render(ctx) for t in rule.tags)
+                group = rule.summarize.group.render(ctx) if rule.summarize else None
+            except MissingField as exc:
+                self.stats.skipped += 1
+                self.stats.last_skip = f"{rule.name} at seq {row['seq']}: event has no `{exc.path}`"
+                continue
+            v = self._upsert(key, text, subject, rule.kind, rule.priority, rule.pinned, tags,
+                             rule.ttl_us, row, pos, rule.name, wb, opened, closed)
+            if group is not None and v is not None:
+                self._summarize(rule, group, key, pos, wb, opened, closed)
+        for name, pattern, fn in self.python_rules:
+            if not glob_match(pattern, row["type"]):
+                continue
+            from .events import Event
+
+            ev = Event(row["seq"], ctx.recorded_dt, row["id"], row["source"], row["type"], row["subject"],
+                       row["time"], row["data"].encode(), row["meta"].encode() if row["meta"] else None)
+            for op in fn(ev) or ():
+                if isinstance(op, Retract):
+                    self._retract(op.key, row, pos, wb, closed)
+                elif isinstance(op, Upsert):
+                    ttl = op.ttl
+                    ttl_us = (None if ttl is None else parse_duration(ttl) if isinstance(ttl, str)
+                              else int(ttl.total_seconds() * 1e6) if isinstance(ttl, timedelta) else int(ttl * 1e6))
+                    self._upsert(op.key, op.text, op.subject or row["subject"], op.kind, float(op.priority),
+                                 op.pinned, tuple(op.tags), ttl_us, row, pos, f"python:{name}", wb, opened, closed)
+                else:
+                    raise ConfigError(f"Python rule {name} returned {op!r}", expected="ctxdb.Upsert or ctxdb.Retract")
+
+    def _upsert(self, key, text, subject, kind, priority, pinned, tags, ttl_us, row, pos, rule, wb,
+                opened, closed, *, time_us=None, lineage=None) -> ItemVersion | None:
+        t = row["time_ts"] if time_us is None else time_us
+        cur = self.current.get(key)
+        late = t < self.last_time.get(key, t)
+        seqs, ids = lineage or ((row["seq"],), (row["id"],))
+        v = ItemVersion(
+            vid=self.next_vid, key=key, op="upsert", subject=subject, kind=kind, text=text,
+            priority=priority, pinned=pinned, tags=tags, time_us=t,
+            expires_us=None if ttl_us is None else t + ttl_us, hash=content_hash(text),
+            from_seq=pos, to_seq=pos if late else None, lineage_seqs=seqs, lineage_ids=ids, rule=rule)
+        self.next_vid += 1
+        wb.new.append(v)
+        if late:
+            return None
+        if cur is not None:
+            self._close(cur, pos, wb, closed)
+        self.current[key] = v
+        self.last_time[key] = t
+        opened.append(v)
+        return v
+
+    def _retract(self, key: str, row: dict, pos: int, wb: WriteBatch, closed) -> None:
+        t = row["time_ts"]
+        late = t < self.last_time.get(key, t)
+        wb.new.append(ItemVersion(
+            vid=self.next_vid, key=key, op="retract", subject=row["subject"], kind="", text="", priority=0.0,
+            pinned=False, tags=(), time_us=t, expires_us=None, hash="", from_seq=pos, to_seq=pos,
+            lineage_seqs=(row["seq"],), lineage_ids=(row["id"],), rule="retract"))
+        self.next_vid += 1
+        if late:
+            return
+        self.last_time[key] = t
+        cur = self.current.pop(key, None)
+        if cur is not None:
+            self._close(cur, pos, wb, closed)
+
+    def _close(self, v: ItemVersion, seq: int, wb: WriteBatch, closed: list) -> None:
+        # A version written in this same batch is closed before it is stored (vids are assigned
+        # in order, so its index in wb.new is its distance from the batch's first vid).
+        if v.vid >= wb.first_vid:
+            i = v.vid - wb.first_vid
+            wb.new[i] = wb.new[i].closed(seq)
+        else:
+            wb.closes[v.vid] = seq
+        closed.append(v)
+
+    def _summarize(self, rule: Rule, group: str, key: str, pos: int, wb: WriteBatch, opened, closed) -> None:
+        s = rule.summarize
+        assert s is not None
+        sk = (rule.name, group)
+        n, pending = self.summaries.get(sk, (0, []))
+        if key not in pending:
+            pending = pending + [key]
+        if len(pending) >= s.every:
+            parts = [self.current[k] for k in pending if k in self.current]
+            if parts:
+                n += 1
+                texts = [p.text for p in parts]
+                t0, t1 = min(p.time_us for p in parts), max(p.time_us for p in parts)
+                fmt = "%Y-%m-%d %H:%M"
+                text = (f"{len(parts)} {rule.on} on {group} ({utc_from_micros(t0).strftime(fmt)} to "
+                        f"{utc_from_micros(t1).strftime(fmt)}): " + " | ".join(texts))
+                subjects = sorted({p.subject for p in parts})
+                subject = subjects[0] if len(subjects) == 1 else group
+                tags = tuple(sorted({t for p in parts for t in p.tags}))
+                seqs = tuple(sorted({q for p in parts for q in p.lineage_seqs}))
+                ids = tuple(i for p in sorted(parts, key=lambda p: p.lineage_seqs) for i in p.lineage_ids)
+                row = {"seq": pos, "id": "", "time_ts": t1}
+                for p in parts:
+                    self.current.pop(p.key, None)
+                    self._close(p, pos, wb, closed)
+                self._upsert(f"summary:{group}/{rule.name}/{n}", text, subject, "summary", s.priority, False,
+                             tags, s.ttl_us, row, pos, f"{rule.name}:summary", wb, opened, closed,
+                             time_us=t1, lineage=(seqs, ids))
+            pending = []
+        self.summaries[sk] = (n, pending)
+        wb.summary_state[sk] = (n, pending)

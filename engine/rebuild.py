@@ -1,0 +1,69 @@
+"""`ctxdb rebuild`: replay the whole log into a fresh item store and swap it in atomically.
+
+The fresh store is built beside the live one (`items.rebuild.duckdb`), with the live store's
+token counts copied over (counting is deterministic; a rebuild never re-tokenizes known text).
+Then both stores' item versions are hashed: a projection is deterministic, so a rebuild of an
+intact store must report `identical`. The swap is an atomic rename; a crash before it leaves the
+old store in place and a stale `items.rebuild.duckdb` that the next rebuild replaces.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from .items import ItemStore
+from .projector import PROJECT_COLUMNS, Projector
+from .snapshot import ITEMS_FILE, _fsync_dir
+
+if TYPE_CHECKING:
+    from .live import Views
+    from .store import Store
+
+
+def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    log = store.log
+    end = views.projector.seq
+    t0 = time.perf_counter()
+    if store.path is None or store.readonly:
+        target = None
+    else:
+        target = store.path / "items.rebuild.duckdb"
+        for f in (target, target.with_name(target.name + ".wal")):
+            if f.exists():
+                f.unlink()
+    fresh = ItemStore(target)
+    if target is not None:
+        fresh.copy_token_counts_from(store.path / ITEMS_FILE)  # type: ignore[operator]
+    proj = Projector(fresh, store._python_rules)
+
+    def batches():
+        done = 0
+        for b in log.read_batches(from_seq=1, to_seq=end, columns=PROJECT_COLUMNS):
+            done += b.num_rows
+            if progress is not None:
+                progress(done, end)
+            yield b
+
+    proj.run(batches(), end, lambda at: log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS))
+    seconds = time.perf_counter() - t0
+    before = views.items.digest()
+    after = fresh.digest()
+    versions = fresh.count_versions()
+    report = {"events": end, "versions": versions, "seconds": round(seconds, 3),
+              "events_per_s": round(end / seconds) if seconds > 0 else None,
+              "digest_before": before, "digest_after": after, "identical": before == after}
+    if target is None:
+        fresh.close()
+        return report
+    fresh.flush()
+    fresh.close()
+    views.close()
+    views.items.close()
+    live = store.path / ITEMS_FILE  # type: ignore[operator]
+    for f in (live.with_name(ITEMS_FILE + ".wal"),):
+        if f.exists():
+            f.unlink()
+    os.replace(target, live)
+    _fsync_dir(live.parent)
+    return report

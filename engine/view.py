@@ -1,0 +1,273 @@
+"""Views: an agent's context at one log position, assembled by one pure function.
+
+    assemble(candidates, policy, seq=, now_us=, uses=, tokens=, tokenizer=) -> View
+
+`candidates` are the item versions valid at `seq` (from the live state or from the item store;
+both give the same list, in key order). The steps, each visible in `explain`:
+
+    1. policy   subjects (globs), kinds, deny_tags / allow_tags            -> "denied by policy"
+    2. expiry   expires_us <= now                                          -> "expired"
+    3. history  time older than now - history (pinned and axioms exempt)   -> "outside history"
+    4. score    priority*w_p + recency*w_r + reinforcement*w_u, where
+                recency = 0.5 ** (age / (half_life * (1 + uses))) and reinforcement = 1 - 0.5 ** uses
+    5. budget   pinned items and axioms first (never evicted); then by score (ties: key); an item
+                that does not fit is evicted whole, never cut                -> "evicted by budget"
+
+"now" is the recorded_at of the view's position, never the wall clock, so a view is a pure
+function of (log prefix, policy in force, renderer version): asked later it is the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Iterable
+
+import msgspec
+
+from .config import AgentPolicy
+from .errors import CtxdbError
+from .events import utc_from_micros
+from .items import ItemVersion
+from .tokenizer import Tokenizer
+
+RENDERER_VERSION = "ctxdb-render/1"
+SECTIONS = (("axiom", "Axioms"), ("persona", "Persona"), ("fact", "Facts"), ("summary", "Summaries"),
+            ("event", "Events"))
+CHRONOLOGICAL = {"event", "summary"}
+
+
+class BudgetError(CtxdbError):
+    """Pinned items and axioms alone need more tokens than the view's budget."""
+
+    exit_code = 65
+
+
+class ViewItem(msgspec.Struct, frozen=True, gc=False):
+    key: str
+    kind: str
+    subject: str
+    text: str
+    tokens: int
+    score: float
+    priority: float
+    recency: float
+    reinforcement: float
+    uses: int
+    pinned: bool
+    tags: tuple[str, ...]
+    time: str
+    expires: str | None
+    hash: str                   # item hash: key, kind, subject, text, tags (what the agent saw)
+    from_seq: int
+    lineage_seqs: tuple[int, ...]
+    lineage_ids: tuple[str, ...]
+
+
+class Explained(msgspec.Struct, frozen=True):
+    key: str
+    kind: str
+    status: str                 # "included" | "evicted by budget" | "expired" | "denied by policy" | "outside history"
+    score: float | None = None
+    priority: float | None = None
+    recency: float | None = None
+    reinforcement: float | None = None
+    tokens: int | None = None
+
+
+class View(msgspec.Struct, frozen=True):
+    agent: str
+    seq: int
+    as_of: Any                  # datetime: recorded_at of `seq` (the view's "now")
+    text: str
+    tokens: int
+    budget: int
+    hash: str
+    items: tuple[ViewItem, ...]
+    tokenizer: str
+    policy_version: int
+    policy_hash: str
+    renderer: str = RENDERER_VERSION
+    query: str | None = None
+    valid_at: str | None = None
+    explain: tuple[Explained, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = msgspec.to_builtins(self)
+        d["as_of"] = _iso(self.as_of)
+        if not self.explain:
+            d.pop("explain")
+        return d
+
+    def to_json(self) -> bytes:
+        return msgspec.json.encode(self.to_dict())
+
+    def body_key(self) -> tuple:
+        """What the agent would see change: the items and their text (not the header)."""
+        return tuple((i.key, i.hash) for i in self.items)
+
+
+def _iso(dt) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def item_hash(v: ItemVersion) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for part in (v.key, v.kind, v.subject, v.text, "\x1f".join(v.tags)):
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def render_line(text: str) -> str:
+    """One item as a bullet; continuation lines indented so the item stays one bullet."""
+    return "- " + text.replace("\n", "\n  ")
+
+
+def allowed(policy: AgentPolicy, v: ItemVersion) -> bool:
+    if v.kind not in policy.kinds or not policy.allows_subject(v.subject):
+        return False
+    if policy.deny_tags and any(t in policy.deny_tags for t in v.tags):
+        return False
+    if policy.allow_tags is not None and v.tags and not all(t in policy.allow_tags for t in v.tags):
+        return False
+    return True
+
+
+def assemble(
+    candidates: Iterable[ItemVersion], policy: AgentPolicy, *, seq: int, now_us: int,
+    uses: dict[str, int], tokens: Callable[[list[ItemVersion]], list[int]], tokenizer: Tokenizer,
+    policy_version: int, policy_hash: str, budget: int | None = None, explain: bool = False,
+    query: str | None = None, valid_at: str | None = None,
+) -> View:
+    budget = policy.budget if budget is None else budget
+    hist_from = None if policy.history_us is None else now_us - policy.history_us
+    notes: list[Explained] = []
+    live: list[ItemVersion] = []
+    for v in candidates:
+        if not allowed(policy, v):
+            if explain:
+                notes.append(Explained(v.key, v.kind, "denied by policy"))
+            continue
+        if v.expires_us is not None and v.expires_us <= now_us:
+            if explain:
+                notes.append(Explained(v.key, v.kind, "expired"))
+            continue
+        must = v.pinned or v.kind == "axiom" or policy.is_pinned(v.key)
+        if hist_from is not None and v.time_us < hist_from and not must:
+            if explain:
+                notes.append(Explained(v.key, v.kind, "outside history"))
+            continue
+        live.append(v)
+
+    counts = tokens(live)
+    wp, wr, wu = policy.weight("priority"), policy.weight("recency"), policy.weight("reinforcement")
+    scored = []
+    for v, n in zip(live, counts):
+        u = uses.get(v.key, 0)
+        hl = policy.half_life(v.kind)
+        age = max(0, now_us - v.time_us)
+        recency = 1.0 if hl is None else 0.5 ** (age / (hl * (1 + u)))
+        reinf = 1.0 - 0.5 ** u
+        score = wp * v.priority + wr * recency + wu * reinf
+        must = v.pinned or v.kind == "axiom" or policy.is_pinned(v.key)
+        scored.append((v, n, score, recency, reinf, u, must))
+
+    header = _header(policy.name, seq, now_us, valid_at)
+    heading_cost = {kind: tokenizer.count(f"## {title}") for kind, title in SECTIONS}
+    used = tokenizer.count(header)
+    present: set[str] = set()
+    chosen: list[tuple] = []
+    musts = sorted((s for s in scored if s[6]), key=lambda s: s[0].key)
+    rest = sorted((s for s in scored if not s[6]), key=lambda s: (-s[2], s[0].key))
+    for s in musts:
+        used += s[1] + (0 if s[0].kind in present else heading_cost[s[0].kind])
+        present.add(s[0].kind)
+        chosen.append(s)
+    if used > budget:
+        raise BudgetError(
+            f"agent {policy.name!r}: pinned items and axioms need {used} tokens, the budget is {budget}",
+            )
+    evicted = []
+    for s in rest:
+        cost = s[1] + (0 if s[0].kind in present else heading_cost[s[0].kind])
+        if used + cost <= budget:
+            used += cost
+            present.add(s[0].kind)
+            chosen.append(s)
+        else:
+            evicted.append(s)
+
+    text = _render(header, chosen)
+    exact = used if getattr(tokenizer, "additive", False) else tokenizer.count(text)
+    # A tokenizer that is not additive over lines may count the joined text differently: drop the
+    # lowest-scoring evictable items until the exact count fits.
+    while exact > budget:
+        drop = min((s for s in chosen if not s[6]), key=lambda s: (s[2], _neg(s[0].key)), default=None)
+        if drop is None:
+            raise BudgetError(f"agent {policy.name!r}: pinned items alone exceed the budget of {budget}")
+        chosen.remove(drop)
+        evicted.append(drop)
+        text = _render(header, chosen)
+        exact = tokenizer.count(text)
+
+    items = tuple(_view_item(s) for s in _ordered(chosen))
+    if explain:
+        for s in chosen:
+            notes.append(Explained(s[0].key, s[0].kind, "included", s[2], s[0].priority, s[3], s[4], s[1]))
+        for s in evicted:
+            notes.append(Explained(s[0].key, s[0].kind, "evicted by budget", s[2], s[0].priority, s[3], s[4], s[1]))
+        notes.sort(key=lambda e: (_STATUS_ORDER[e.status], -(e.score or 0.0), e.key))
+    h = hashlib.blake2b(digest_size=16)
+    for part in (RENDERER_VERSION, policy_hash, tokenizer.name, text):
+        h.update(part.encode())
+        h.update(b"\x00")
+    return View(agent=policy.name, seq=seq, as_of=utc_from_micros(now_us), text=text, tokens=exact,
+                budget=budget, hash="v-" + h.hexdigest(), items=items, tokenizer=tokenizer.name,
+                policy_version=policy_version, policy_hash=policy_hash, query=query, valid_at=valid_at,
+                explain=tuple(notes))
+
+
+_STATUS_ORDER = {"included": 0, "evicted by budget": 1, "outside history": 2, "expired": 3, "denied by policy": 4}
+
+
+def _neg(key: str) -> tuple:
+    return tuple(-ord(c) for c in key)
+
+
+def _header(agent: str, seq: int, now_us: int, valid_at: str | None) -> str:
+    h = f"# Context for {agent} (ctxdb seq {seq}, as of {_iso(utc_from_micros(now_us))})"
+    if valid_at:
+        h += f" valid at {valid_at}"
+    return h
+
+
+def _ordered(chosen: list[tuple]) -> list[tuple]:
+    out = []
+    for kind, _ in SECTIONS:
+        part = [s for s in chosen if s[0].kind == kind]
+        if kind in CHRONOLOGICAL:
+            part.sort(key=lambda s: (s[0].time_us, s[0].key))
+        else:
+            part.sort(key=lambda s: (-s[2], s[0].key))
+        out.extend(part)
+    return out
+
+
+def _render(header: str, chosen: list[tuple]) -> str:
+    lines = [header]
+    ordered = _ordered(chosen)
+    for kind, title in SECTIONS:
+        part = [s for s in ordered if s[0].kind == kind]
+        if part:
+            lines.append(f"## {title}")
+            lines.extend(render_line(s[0].text) for s in part)
+    return "\n".join(lines) + "\n"
+
+
+def _view_item(s: tuple) -> ViewItem:
+    v, n, score, recency, reinf, u, must = s
+    return ViewItem(
+        key=v.key, kind=v.kind, subject=v.subject, text=v.text, tokens=n, score=round(score, 9),
+        priority=v.priority, recency=round(recency, 9), reinforcement=round(reinf, 9), uses=u, pinned=must,
+        tags=v.tags, time=_iso(utc_from_micros(v.time_us)),
+        expires=None if v.expires_us is None else _iso(utc_from_micros(v.expires_us)),
+        hash=item_hash(v), from_seq=v.from_seq, lineage_seqs=v.lineage_seqs, lineage_ids=v.lineage_ids)
