@@ -24,6 +24,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 DbOpt = typer.Option(None, "--db", envvar="CTXDB_PATH", help="Store directory [default: ./data]")
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable JSON object.")
+ConfigOpt = typer.Option(None, "--config", "-c", help="ctxdb.toml [default: <db>/ctxdb.toml, else ./ctxdb.toml, else the policy in the log]")
+
+
+@contextlib.contextmanager
+def _open_for_views(db: Optional[Path], config: Optional[Path]) -> Iterator["ctxdb.Store"]:
+    """Open as the writer (projections persist); if another process holds the store, open it
+    read-only and project from the newest snapshot in memory."""
+    try:
+        store = ctxdb.open(_path(db), config=config)
+    except ctxdb.LockedError as exc:
+        _err(f"note: {exc.path} is held by pid {exc.pid}; reading it read-only")
+        store = ctxdb.open(_path(db), readonly=True, config=config)
+    with store:
+        yield store
 
 
 def _err(msg: str) -> None:
@@ -82,6 +96,7 @@ def ingest(
     source: str = typer.Option("", "--source", help="Source for records that carry none."),
     batch: int = typer.Option(16384, "--batch", help="Events per batch (stdin: per transaction)."),
     db: Optional[Path] = DbOpt,
+    config: Optional[Path] = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Append events from files or stdin. A file invocation is atomic: one bad record and nothing
@@ -95,7 +110,7 @@ def ingest(
             total = sum(os.path.getsize(f) for f in files if os.path.isfile(f))
             bar = _Bar(total or None)
         try:
-            with ctxdb.open(_path(db)) as store:
+            with ctxdb.open(_path(db), config=config) as store:
                 for msg in store.recovery.messages:
                     _err(f"recovered: {msg}")
                 rep = store.ingest(files if not stream else "-", format=format, skip_bad=skip_bad or bool(rejects),
@@ -161,6 +176,80 @@ def stats(db: Optional[Path] = DbOpt, as_json: bool = JsonOpt) -> None:
             elif isinstance(v, int) and not isinstance(v, bool):
                 v = f"{v:,}"
             typer.echo(f"{k:<{width}}  {v if v is not None else '-'}")
+
+
+@app.command()
+def view(
+    agent: str = typer.Option(..., "--agent", "-a", help="Agent name (an [agents.<name>] policy)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="The view as the log stood then (RFC 3339 or '2h ago')."),
+    seq: Optional[int] = typer.Option(None, "--seq", help="The view at this log position."),
+    valid_at: Optional[str] = typer.Option(None, "--valid-at", help="What was true at this (event) time, as known now."),
+    budget: Optional[int] = typer.Option(None, "--budget", help="Token budget [default: the agent's policy]."),
+    explain: bool = typer.Option(False, "--explain", help="Show every candidate item: score components and why it is in or out."),
+    follow: bool = typer.Option(False, "--follow", "-F", help="Print the view again each time it changes."),
+    db: Optional[Path] = DbOpt,
+    config: Optional[Path] = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Print an agent's context view: the text for its system prompt (or --json with every item,
+    its score components and lineage)."""
+    with _errors():
+        with _open_for_views(db, config) as store:
+            v = store.view(agent, as_of=as_of, seq=seq, budget=budget, explain=explain, valid_at=valid_at)
+            _print_view(v, as_json, explain)
+            if follow:
+                with store.subscribe(agent) as sub:
+                    for upd in sub:
+                        if upd.view.seq > v.seq:
+                            _print_view(upd.view, as_json, False)
+                            sys.stdout.flush()
+
+
+def _print_view(v: "ctxdb.View", as_json: bool, explain: bool) -> None:
+    if as_json:
+        typer.echo(v.to_json().decode())
+        return
+    typer.echo(v.text, nl=False)
+    _err(f"{v.agent} @ seq {v.seq}: {len(v.items)} items, {v.tokens}/{v.budget} tokens ({v.tokenizer}), "
+         f"policy v{v.policy_version}, hash {v.hash}")
+    if explain:
+        typer.echo("")
+        typer.echo(f"{'status':<18} {'score':>7} {'prio':>5} {'recency':>7} {'reinf':>5} {'tokens':>6}  {'kind':<8} key")
+        for e in v.explain:
+            num = lambda x, w, d=3: f"{x:>{w}.{d}f}" if x is not None else " " * (w - 1) + "-"  # noqa: E731
+            tok = f"{e.tokens:>6}" if e.tokens is not None else "     -"
+            typer.echo(f"{e.status:<18} {num(e.score, 7)} {num(e.priority, 5, 2)} {num(e.recency, 7)} "
+                       f"{num(e.reinforcement, 5, 2)} {tok}  {e.kind:<8} {e.key}")
+
+
+@app.command()
+def rebuild(db: Optional[Path] = DbOpt, config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """Replay the whole log into a fresh item store, compare it with the current one, swap it in."""
+    with _errors():
+        with ctxdb.open(_path(db), config=config) as store:
+            rep = store.rebuild()
+        if as_json:
+            typer.echo(json.dumps(rep))
+            return
+        same = {True: "identical to the previous item store", False: "DIFFERENT from the previous item store"}
+        _err(f"rebuilt {rep['events']:,} events into {rep['versions']:,} item versions in {rep['seconds']} s "
+             f"({rep['events_per_s'] or 0:,} events/s); {same[rep['identical']]}")
+        typer.echo(rep["digest_after"])
+
+
+@app.command()
+def snapshot(
+    list_: bool = typer.Option(False, "--list", help="List snapshots instead of taking one."),
+    db: Optional[Path] = DbOpt, config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Take a snapshot of the projected state (or --list them)."""
+    with _errors():
+        with ctxdb.open(_path(db), config=config, readonly=list_) as store:
+            snaps = store.snapshots() if list_ else [store.snapshot()]
+        for m in snaps:
+            d = {"seq": m.seq, "policy_version": m.policy_version, "path": m.path,
+                 "bytes": sum(f["size"] for f in m.files.values())}
+            typer.echo(json.dumps(d) if as_json else f"seq {m.seq:>10,}  policy v{m.policy_version}  {d['bytes']:>12,} B  {m.path}")
 
 
 @app.command()
