@@ -1,53 +1,87 @@
-"""The demo behind `ctxdb demo` (README's first command): ingest the bundled customer-support
-sample in two commits, then show the log now and as of the moment between the two commits."""
+"""The demo behind `ctxdb demo` (README's first command).
+
+Ingests the bundled customer-support sample (orders, shipments, comments, Jira tickets, Slack
+messages, a persona) with the bundled ctxdb.toml in two commits, prints the support agent's
+current view, then the same agent's view as of the moment between the two commits, rebuilt from
+the log, and checks it against the view that was served live at that moment.
+
+The sample's event times are shifted so that its last event is a few minutes old: TTLs and
+recency are measured from the view's position, and a fixed 2026 sample would otherwise have
+expired by the time you run this.
+"""
 from __future__ import annotations
 
-import io
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
+
+import msgspec
 
 from .store import open as open_store
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
+AGENT = "support-bot"
 
 
 def sample_path(name: str = "support.ndjson") -> Path:
     return SAMPLES / name
 
 
-def run(path: str, echo: Callable[[str], None] = print, last: int = 5) -> None:
-    lines = sample_path().read_bytes().splitlines(keepends=True)
-    half = len(lines) // 2
-    with open_store(path) as db:
-        first = db.ingest(io.BytesIO(b"".join(lines[:half])))
-        second = db.ingest(io.BytesIO(b"".join(lines[half:])))
-        echo(f"ingested {sample_path().name}: first commit {first.summary()}")
-        echo(f"                     second commit {second.summary()}")
-        echo("")
-        echo("== ctxdb stats ==")
-        for k, v in db.stats().items():
-            echo(f"  {k:<18} {v}")
-        echo("")
-        echo(f"== the last {last} events now ==")
-        for ev in db.read(from_seq=max(1, db.last_seq - last + 1)):
-            echo(_row(ev))
-        # The moment between the commits: when the first half's last event was recorded. Appending
-        # it again appends nothing and reports its seq.
-        (split_seq,) = db.append([lines[half - 1].strip()])
-        as_of = next(db.read(from_seq=split_seq, to_seq=split_seq)).recorded_at
-        echo("")
-        echo(f"== the same log as of {as_of.isoformat()} (ctxdb log --as-of ...) ==")
-        events = 0
-        tail: list[str] = []
-        for ev in db.read(as_of=as_of):
-            events += 1
-            tail = (tail + [_row(ev)])[-last:]
-        echo(f"  {events} events were known then (of {db.last_seq} now); the last {len(tail)}:")
-        for line in tail:
-            echo(line)
+def shifted_sample(now: datetime) -> tuple[list[bytes], timedelta]:
+    """The sample's lines with every `time` moved by whole minutes so the last one is ~5 min ago."""
+    events = [msgspec.json.decode(line) for line in sample_path().read_bytes().splitlines() if line.strip()]
+    last = max(datetime.fromisoformat(e["time"].replace("Z", "+00:00")) for e in events)
+    shift = (now - timedelta(minutes=5)) - last
+    shift = timedelta(minutes=int(shift.total_seconds() // 60))
+    out = []
+    for e in events:
+        t = datetime.fromisoformat(e["time"].replace("Z", "+00:00")) + shift
+        e["time"] = t.isoformat().replace("+00:00", "Z")
+        out.append(msgspec.json.encode(e) + b"\n")
+    return out, shift
 
 
-def _row(ev) -> str:
-    data = ev.data.decode()
-    data = data if len(data) <= 70 else data[:67] + "..."
-    return f"  {ev.seq:>5}  {ev.time:<21} {ev.type:<16} {ev.subject:<18} {data}"
+def run(path: str, echo: Callable[[str], None] = print) -> None:
+    lines, shift = shifted_sample(datetime.now(timezone.utc))
+    split = len(lines) * 2 // 3
+    with open_store(path, config=SAMPLES / "ctxdb.toml") as db:
+        first = db.ingest([_Lines(lines[:split])])
+        served = db.view(AGENT)  # the live view right after the first commit
+        second = db.ingest([_Lines(lines[split:])])
+        db.wait()
+        echo(f"ingested {sample_path().name} (times shifted by {shift.days} days so it ends now) with "
+             f"{(SAMPLES / 'ctxdb.toml').name}:")
+        echo(f"  first commit  {first.summary()}")
+        echo(f"  second commit {second.summary()}")
+        s = db.stats()
+        echo(f"  log: {s['events']} events, {s['bytes_on_disk']:,} bytes on disk; items: {s['live_items']} live, "
+             f"policy v{s['policy_version']}")
+        echo("")
+        now = db.view(AGENT)
+        echo(f"== {AGENT}'s view now (ctxdb view --agent {AGENT}) ==")
+        echo(now.text.rstrip())
+        echo(f"-- {len(now.items)} items, {now.tokens}/{now.budget} tokens ({now.tokenizer}), hash {now.hash}")
+        echo("")
+        as_of = served.as_of.isoformat().replace("+00:00", "Z")
+        then = db.view(AGENT, as_of=served.as_of)
+        echo(f"== the same view as of {as_of}, between the commits (ctxdb view --agent {AGENT} --as-of {as_of}) ==")
+        echo(then.text.rstrip())
+        same = "identical to" if (then.text, then.hash) == (served.text, served.hash) else "DIFFERENT from"
+        echo(f"-- {len(then.items)} items, {then.tokens}/{then.budget} tokens, hash {then.hash}: "
+             f"{same} the view served live at seq {served.seq}")
+
+
+class _Lines:
+    """A file-like object over NDJSON lines (what db.ingest reads)."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        import io
+
+        self._buf = io.BytesIO(b"".join(lines))
+        self.name = "support.ndjson"
+
+    def read(self, n: int = -1) -> bytes:
+        return self._buf.read(n)
+
+    def readinto(self, b) -> int:
+        return self._buf.readinto(b)

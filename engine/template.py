@@ -4,6 +4,7 @@ A field is an envelope attribute (`id`, `source`, `type`, `subject`, `time`, `re
 or a path into the event's JSON (`data.order_id`, `data.items.0.sku`, `meta.tags`). A format spec
 after `:` is a strftime pattern for times and a Python format spec for numbers. Objects and lists
 render as compact JSON, `true`/`false`/`null` as in JSON. `{{` and `}}` are literal braces.
+`{data.assignee|unassigned}` renders `unassigned` when the path is absent or null.
 
 Rendering is pure: the same event and template always give the same text. A path that is absent
 from an event raises `MissingField`; the projector then skips the rule for that event and counts it.
@@ -37,18 +38,26 @@ class TemplateError(ValueError):
 @dataclass(frozen=True)
 class Template:
     source: str
-    parts: tuple[tuple[str, tuple[str, ...] | None, str], ...]  # (literal, field path, spec)
+    parts: tuple[tuple[str, tuple[str, ...] | None, str, str | None], ...]  # (literal, path, spec, default)
 
     @property
     def fields(self) -> list[str]:
-        return [".".join(p) for _, p, _ in self.parts if p is not None]
+        return [".".join(p) for _, p, _, _ in self.parts if p is not None]
 
     def render(self, ctx: "EventContext") -> str:
         out: list[str] = []
-        for literal, path, spec in self.parts:
+        for literal, path, spec, default in self.parts:
             out.append(literal)
-            if path is not None:
+            if path is None:
+                continue
+            if default is None:
                 out.append(_format(ctx.get(path), spec))
+                continue
+            try:
+                value = ctx.get(path)
+            except MissingField:
+                value = None
+            out.append(default if value is None else _format(value, spec))
         return "".join(out)
 
 
@@ -63,8 +72,11 @@ def compile_template(src: str) -> Template:
         raise TemplateError(f"{exc} in {src!r} (write {{{{ and }}}} for literal braces)") from None
     for literal, field, spec, conv in parsed:
         if field is None:
-            parts.append((literal, None, ""))
+            parts.append((literal, None, "", None))
             continue
+        default = None
+        if "|" in field:
+            field, default = field.split("|", 1)
         if conv:
             raise TemplateError(f"conversion '!{conv}' is not supported in {{{field}!{conv}}}")
         if field == "":
@@ -93,7 +105,7 @@ def compile_template(src: str) -> Template:
                     format("", spec)
                 except ValueError:
                     raise TemplateError(f"bad format spec {{{field}:{spec}}}") from None
-        parts.append((literal, path, spec or ""))
+        parts.append((literal, path, spec or "", default))
     return Template(src, tuple(parts))
 
 
