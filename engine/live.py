@@ -26,7 +26,7 @@ from .items import ItemStore, ItemVersion, like_pattern
 from .log import BaseLog, parse_time
 from .projector import PROJECT_COLUMNS, Projector
 from .tokenizer import Tokenizer, get_tokenizer
-from .view import View, allowed, assemble, render_line
+from .view import Candidates, View, allowed, assemble, render_line
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class Views:
         self._lock = threading.RLock()              # projection + live state
         self._changed = threading.Condition()
         self._views: dict[str, View] = {}
-        self._cands: dict[str, dict[str, ItemVersion]] = {}
+        self._cands: dict[str, Candidates] = {}
         self._subs: dict[str, list[Subscription]] = {}
         self._tok_cache: dict[str, dict[str, int]] = {}
         self._tok_pending: dict[str, dict[str, int]] = {}
@@ -169,12 +169,18 @@ class Views:
                 return proj.seq
             policy_before, reproj_before = proj.config.hash, proj.stats.reprojections
             batches = self.log.read_batches(from_seq=proj.seq + 1, to_seq=end, columns=PROJECT_COLUMNS)
-            opened, closed = proj.run(batches, end, self._read_prefix)
+            writes: list = []
+            opened, closed = proj.run(batches, end, self._read_prefix, deferred=writes)
             if proj.config.hash != policy_before or proj.stats.reprojections != reproj_before:
                 self._init_live()
             else:
                 self._apply_changes(opened, closed)
+            # Push first, then persist: the item store write (a DuckDB commit) is not on the
+            # notification path. Past views wait for this lock, so they never see a gap; after a
+            # crash the same versions are re-projected from the durable log.
             self._refresh_views()
+            for wb in writes:
+                self.items.write(wb)
             self._flush_tokens()
             seq = proj.seq
             if self.on_projected is not None:
@@ -210,9 +216,11 @@ class Views:
 
     def _init_live(self) -> None:
         current = self.projector.current
+        tok = self._counter(self.tokenizer(self.projector.config))
         self._cands = {}
         for name, pol in self._agents().items():
-            self._cands[name] = {k: v for k, v in current.items() if allowed(pol, v)}
+            vs = [current[k] for k in sorted(current) if allowed(pol, current[k])]
+            self._cands[name] = Candidates.build(vs, pol, tok(vs))
         self._views = {}
 
     def _apply_changes(self, opened: list[ItemVersion], closed: list[ItemVersion]) -> None:
@@ -222,23 +230,33 @@ class Views:
                 c = self._cands[name]
                 cur = c.get(v.key)
                 if cur is not None and cur.vid == v.vid:
-                    del c[v.key]
-        for v in opened:
-            if self.projector.current.get(v.key) is not v:
-                continue  # opened and closed again within the run
+                    c.remove(v.key)
+        fresh = [v for v in opened if self.projector.current.get(v.key) is v]  # not closed again in the run
+        if not fresh:
+            return
+        counts = dict(zip((v.vid for v in fresh), self._counter(self.tokenizer(self.projector.config))(fresh)))
+        for v in fresh:
             for name, pol in agents.items():
                 if allowed(pol, v):
-                    self._cands[name][v.key] = v
+                    self._cands[name].add(v, pol, counts[v.vid])
 
-    def _refresh_views(self) -> None:
+    def _live_view(self, name: str, pol: AgentPolicy) -> View | None:
+        """Assemble (and keep) `name`'s view at the projected position from the live state."""
         seq = self.projector.seq
         if seq == 0:
-            return
-        now = self.log.recorded_at_of(seq)
-        for name, pol in self._agents().items():
-            view = self._assemble(self._cands[name].values(), pol, seq, now, self.projector.uses,
-                                  self.projector.config, self._policy_version(seq))
-            self._views[name] = view
+            return None
+        view = self._assemble(self._cands[name], pol, seq, self.log.recorded_at_of(seq),
+                              self.projector.uses, self.projector.config, self._policy_version(seq))
+        self._views[name] = view
+        return view
+
+    def _refresh_views(self) -> None:
+        # Agents with subscribers first: their push latency does not wait for the others.
+        agents = sorted(self._agents().items(), key=lambda kv: (not self._subs.get(kv[0]), kv[0]))
+        for name, pol in agents:
+            view = self._live_view(name, pol)
+            if view is None:
+                return
             for s in list(self._subs.get(name, ())):
                 s._push(view)
 
@@ -307,7 +325,9 @@ class Views:
                 pol = self._policy(cfg, agent, self.projector.seq)
                 if budget is None or budget == pol.budget:
                     v = self._views.get(agent)
-                    if v is not None and v.seq == self.projector.seq:
+                    if v is None or v.seq != self.projector.seq:
+                        v = self._live_view(agent, pol)
+                    if v is not None:
                         return v
                 seq = self.projector.seq
         return self.view_at(agent, seq if seq is not None else self.projector.seq, budget=budget,
@@ -324,6 +344,8 @@ class Views:
     def view_at(self, agent: str, seq: int, *, budget: int | None = None, explain: bool = False,
                 valid_at: datetime | str | None = None) -> View:
         """Assemble the view at a past (projected) position from the item store."""
+        with self._lock:  # projection writes land before a past view reads them
+            pass
         cfg, pol_rec = self.projector.policy_at(seq)
         pol = self._policy(cfg, agent, seq)
         version = pol_rec.version if pol_rec else 0

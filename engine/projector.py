@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .config import Config, Rule, default_config, from_dict, glob_match, parse_duration
 from .errors import ConfigError
@@ -123,52 +124,69 @@ class Projector:
 
     # ---- projecting ----------------------------------------------------------------------
     def run(self, batches: Iterable[pa.RecordBatch], to_seq: int,
-            read_prefix: Callable[[int], Iterator[pa.RecordBatch]] | None = None) -> tuple[list, list]:
+            read_prefix: Callable[[int], Iterator[pa.RecordBatch]] | None = None,
+            deferred: list[WriteBatch] | None = None) -> tuple[list, list]:
         """Project `batches` (events after self.seq, up to `to_seq`); write them with the
-        checkpoint. Returns (opened, closed) item versions for live views. `read_prefix(seq)`
-        reads events 1..seq-1 (for re-projection after a rules change)."""
+        checkpoint (or, with `deferred`, hand the writes to the caller, who must write them in
+        order before serving any past view). Returns (opened, closed) item versions for live
+        views. `read_prefix(seq)` reads events 1..seq-1 (re-projection after a rules change)."""
         opened: list[ItemVersion] = []
         closed: list[ItemVersion] = []
         for b in batches:
             wb = WriteBatch(to_seq=self.seq, next_vid=self.next_vid, first_vid=self.next_vid)
             self._project_batch(b, wb, opened, closed, read_prefix)
-            self._flush(wb)
+            self._flush(wb, deferred)
         if self.seq < to_seq:  # nothing matched at the end: still advance the checkpoint
             self.seq = to_seq
-            self._flush(WriteBatch(to_seq=to_seq, next_vid=self.next_vid))
+            self._flush(WriteBatch(to_seq=to_seq, next_vid=self.next_vid), deferred)
         return opened, closed
 
-    def _flush(self, wb: WriteBatch) -> None:
+    def _flush(self, wb: WriteBatch, deferred: list[WriteBatch] | None = None) -> None:
         wb.to_seq, wb.next_vid = self.seq, self.next_vid
         wb.python_rules = ",".join(n for n, _, _ in self.python_rules)
-        self.items.write(wb)
+        if deferred is not None:
+            deferred.append(wb)
+        else:
+            self.items.write(wb)
 
     def _project_batch(self, b: pa.RecordBatch, wb: WriteBatch, opened: list, closed: list,
                        read_prefix, at: int | None = None) -> None:
-        types = b.column("type").to_pylist()
-        seqs = b.column("seq").to_pylist()
-        cols: dict[str, list] | None = None
-        for i, t in enumerate(types):
-            seq = seqs[i]
-            if at is None and seq <= self.seq:
-                continue
-            rules = self._rules_for(t)
-            system = t.startswith(SYSTEM_PREFIX)
-            if rules or self.python_rules or system:
-                if cols is None:
-                    cols = {n: b.column(n).to_pylist() for n in PROJECT_COLUMNS if n != "type"}
-                    cols["recorded_at"] = b.column("recorded_at").cast(pa.int64()).to_pylist()
-                    cols["time_ts"] = b.column("time_ts").cast(pa.int64()).to_pylist()
-                row = {n: cols[n][i] for n in cols}
-                row["type"] = t
-                pos = seq if at is None else at
+        n = b.num_rows
+        if not n:
+            return
+        last = b.column("seq")[n - 1].as_py()
+        if at is None and last <= self.seq:
+            return
+        self.stats.events += n
+        # Only rows that some rule (or the projector itself) cares about are converted to Python.
+        # A batch holding a policy event takes the slow path: the rules change inside it.
+        if not self.python_rules:
+            uniq = pc.unique(b.column("type")).to_pylist()
+            if POLICY_TYPE not in uniq:
+                relevant = [t for t in uniq if self._rules_for(t) or t.startswith(SYSTEM_PREFIX)]
+                if len(relevant) < len(uniq):
+                    b = b.filter(pc.is_in(b.column("type"), pa.array(relevant, pa.string())))
+        if at is None and b.num_rows and b.column("seq")[0].as_py() <= self.seq:
+            b = b.filter(pc.greater(b.column("seq"), self.seq))
+        if b.num_rows:
+            cols = {c: b.column(c).to_pylist() for c in PROJECT_COLUMNS if c not in ("recorded_at", "time_ts")}
+            cols["recorded_at"] = b.column("recorded_at").cast(pa.int64()).to_pylist()
+            cols["time_ts"] = b.column("time_ts").cast(pa.int64()).to_pylist()
+            names = list(cols)
+            for vals in zip(*cols.values()):
+                row = dict(zip(names, vals))
+                t = row["type"]
+                rules = self._rules_for(t)
+                system = t.startswith(SYSTEM_PREFIX)
+                pos = row["seq"] if at is None else at
                 if system and at is None:
                     self._system_event(row, wb, opened, closed, read_prefix)
                 if rules or self.python_rules:
                     self._apply(row, rules, pos, wb, opened, closed)
-            self.stats.events += 1
-            if at is None:
-                self.seq = seq
+                if at is None:
+                    self.seq = row["seq"]
+        if at is None:
+            self.seq = max(self.seq, last)
 
     def _system_event(self, row: dict, wb: WriteBatch, opened, closed, read_prefix) -> None:
         if row["type"] == DECISION_TYPE:
@@ -218,7 +236,7 @@ class Projector:
         ctx = EventContext(
             {"id": row["id"], "source": row["source"], "type": row["type"], "subject": row["subject"],
              "seq": row["seq"]},
-            row["data"], row["meta"], utc_from_micros(row["time_ts"]), utc_from_micros(row["recorded_at"]))
+            row["data"], row["meta"], row["time_ts"], row["recorded_at"])
         for rule in rules:
             self.stats.matched += 1
             try:
@@ -227,7 +245,7 @@ class Projector:
                     continue
                 key = rule.key.render(ctx)  # type: ignore[union-attr]
                 text = rule.text.render(ctx)  # type: ignore[union-attr]
-                subject = rule.subject.render(ctx)
+                subject = row["subject"] if rule.subject.source == "{subject}" else rule.subject.render(ctx)
                 tags = tuple(t.render(ctx) for t in rule.tags)
                 group = rule.summarize.group.render(ctx) if rule.summarize else None
             except MissingField as exc:

@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import msgspec
 
+from .events import utc_from_micros
+
 ENVELOPE_FIELDS = ("id", "source", "type", "subject", "time", "recorded_at", "seq")
 JSON_ROOTS = ("data", "meta")
 TIME_FIELDS = ("time", "recorded_at")
@@ -112,17 +114,25 @@ def compile_template(src: str) -> Template:
 class EventContext:
     """Lazy view of one event for rendering: `data`/`meta` are decoded on first use only."""
 
-    __slots__ = ("env", "_data_raw", "_meta_raw", "_data", "_meta", "time_dt", "recorded_dt")
+    __slots__ = ("env", "_data_raw", "_meta_raw", "_data", "_meta", "time_us", "recorded_us")
 
     _UNSET = object()
 
     def __init__(self, env: dict[str, Any], data_raw: str, meta_raw: str | None,
-                 time_dt: datetime, recorded_dt: datetime) -> None:
+                 time_us: int, recorded_us: int) -> None:
         self.env = env
         self._data_raw, self._meta_raw = data_raw, meta_raw
         self._data: Any = EventContext._UNSET
         self._meta: Any = EventContext._UNSET
-        self.time_dt, self.recorded_dt = time_dt, recorded_dt
+        self.time_us, self.recorded_us = time_us, recorded_us
+
+    @property
+    def time_dt(self) -> datetime:
+        return utc_from_micros(self.time_us)
+
+    @property
+    def recorded_dt(self) -> datetime:
+        return utc_from_micros(self.recorded_us)
 
     @property
     def data(self) -> Any:
@@ -138,24 +148,30 @@ class EventContext:
 
     def get(self, path: tuple[str, ...]) -> Any:
         root = path[0]
+        if root == "data" or root == "meta":
+            value = self.data if root == "data" else self.meta
+            for i in range(1, len(path)):
+                part = path[i]
+                try:
+                    value = value[part]
+                except KeyError:
+                    raise MissingField(".".join(path[: i + 1])) from None
+                except TypeError:
+                    if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                        value = value[int(part)]
+                    else:
+                        raise MissingField(".".join(path[: i + 1])) from None
+            return value
         if root == "time":
             return self.time_dt
         if root == "recorded_at":
             return self.recorded_dt
-        if root in ("data", "meta"):
-            value = self.data if root == "data" else self.meta
-            for i, part in enumerate(path[1:], 1):
-                if isinstance(value, dict) and part in value:
-                    value = value[part]
-                elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-                    value = value[int(part)]
-                else:
-                    raise MissingField(".".join(path[: i + 1]))
-            return value
         return self.env[root]
 
 
 def _format(value: Any, spec: str) -> str:
+    if type(value) is str and not spec:
+        return value
     if isinstance(value, datetime):
         if spec:
             return value.strftime(spec)

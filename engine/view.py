@@ -19,11 +19,13 @@ function of (log prefix, policy in force, renderer version): asked later it is t
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 import msgspec
+import numpy as np
 
-from .config import AgentPolicy
+from .config import AgentPolicy, glob_match
 from .errors import CtxdbError
 from .events import utc_from_micros
 from .items import ItemVersion
@@ -132,69 +134,148 @@ def allowed(policy: AgentPolicy, v: ItemVersion) -> bool:
     return True
 
 
+KIND_CODE = {k: i for i, (k, _) in enumerate(SECTIONS)}
+
+
+class Candidates:
+    """Columnar candidate set of one view: parallel lists (item, expiry, time, priority, kind
+    code, must-include flag, token count) with O(1) add and remove by key. The live path keeps
+    one per agent and updates it per commit; a past view builds one from the item store. Both
+    feed the same `assemble`, whose result does not depend on candidate order."""
+
+    __slots__ = ("items", "pos", "exp", "tim", "prio", "kind", "must", "tok")
+
+    def __init__(self) -> None:
+        self.items: list[ItemVersion] = []
+        self.pos: dict[str, int] = {}
+        self.exp: list[int] = []
+        self.tim: list[int] = []
+        self.prio: list[float] = []
+        self.kind: list[int] = []
+        self.must: list[bool] = []
+        self.tok: list[int] = []
+
+    @classmethod
+    def build(cls, items: list[ItemVersion], policy: AgentPolicy, counts: list[int]) -> "Candidates":
+        c = cls()
+        for v, n in zip(items, counts):
+            c.add(v, policy, n)
+        return c
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, v: ItemVersion, policy: AgentPolicy, tokens: int) -> None:
+        if v.key in self.pos:
+            self.remove(v.key)
+        self.pos[v.key] = len(self.items)
+        self.items.append(v)
+        self.exp.append(_NEVER if v.expires_us is None else v.expires_us)
+        self.tim.append(v.time_us)
+        self.prio.append(v.priority)
+        self.kind.append(KIND_CODE[v.kind])
+        self.must.append(v.pinned or v.kind == "axiom" or (bool(policy.pinned) and _pinned(policy.pinned, v.key)))
+        self.tok.append(tokens)
+
+    def remove(self, key: str) -> None:
+        i = self.pos.pop(key, None)
+        if i is None:
+            return
+        last = len(self.items) - 1
+        for col in (self.items, self.exp, self.tim, self.prio, self.kind, self.must, self.tok):
+            col[i] = col[last]
+            col.pop()
+        if i != last:
+            self.pos[self.items[i].key] = i
+
+    def get(self, key: str) -> ItemVersion | None:
+        i = self.pos.get(key)
+        return None if i is None else self.items[i]
+
+
 def assemble(
-    candidates: Iterable[ItemVersion], policy: AgentPolicy, *, seq: int, now_us: int,
+    candidates: Iterable[ItemVersion] | Candidates, policy: AgentPolicy, *, seq: int, now_us: int,
     uses: dict[str, int], tokens: Callable[[list[ItemVersion]], list[int]], tokenizer: Tokenizer,
     policy_version: int, policy_hash: str, budget: int | None = None, explain: bool = False,
     query: str | None = None, valid_at: str | None = None,
 ) -> View:
+    """`candidates` as a `Candidates` set is taken as already allowed by `policy` (the live
+    path keeps one per agent); any other iterable is filtered by the policy here."""
     budget = policy.budget if budget is None else budget
-    hist_from = None if policy.history_us is None else now_us - policy.history_us
     notes: list[Explained] = []
-    live: list[ItemVersion] = []
-    for v in candidates:
-        if not allowed(policy, v):
-            if explain:
+    if isinstance(candidates, Candidates):
+        C = candidates
+    else:
+        kept = []
+        for v in candidates:
+            if allowed(policy, v):
+                kept.append(v)
+            elif explain:
                 notes.append(Explained(v.key, v.kind, "denied by policy"))
-            continue
-        if v.expires_us is not None and v.expires_us <= now_us:
-            if explain:
-                notes.append(Explained(v.key, v.kind, "expired"))
-            continue
-        must = v.pinned or v.kind == "axiom" or policy.is_pinned(v.key)
-        if hist_from is not None and v.time_us < hist_from and not must:
-            if explain:
-                notes.append(Explained(v.key, v.kind, "outside history"))
-            continue
-        live.append(v)
-
-    counts = tokens(live)
+        C = Candidates.build(kept, policy, tokens(kept))
+    exp = np.array(C.exp, dtype=np.int64)
+    tim = np.array(C.tim, dtype=np.int64)
+    must_all = np.array(C.must, dtype=bool)
+    keep = exp > now_us
+    if policy.history_us is not None:
+        keep &= (tim >= now_us - policy.history_us) | must_all
+    if explain:
+        for i in np.flatnonzero(~keep):
+            v = C.items[i]
+            notes.append(Explained(v.key, v.kind, "expired" if exp[i] <= now_us else "outside history"))
+    idx = np.flatnonzero(keep)
+    items = C.items
+    live = _Picked(items, idx.tolist())
+    must = must_all[idx]
+    tim = tim[idx]
+    counts = np.array(C.tok, dtype=np.int64)[idx]
     wp, wr, wu = policy.weight("priority"), policy.weight("recency"), policy.weight("reinforcement")
-    scored = []
-    for v, n in zip(live, counts):
-        u = uses.get(v.key, 0)
-        hl = policy.half_life(v.kind)
-        age = max(0, now_us - v.time_us)
-        recency = 1.0 if hl is None else 0.5 ** (age / (hl * (1 + u)))
-        reinf = 1.0 - 0.5 ** u
-        score = wp * v.priority + wr * recency + wu * reinf
-        must = v.pinned or v.kind == "axiom" or policy.is_pinned(v.key)
-        scored.append((v, n, score, recency, reinf, u, must))
+    hl_table = np.array([np.inf if policy.half_life(k) is None else float(policy.half_life(k)) for k, _ in SECTIONS])
+    hl = hl_table[np.array(C.kind, dtype=np.int64)[idx]]
+    prio = np.array(C.prio, dtype=np.float64)[idx]
+    u = (np.array([uses.get(items[i].key, 0) for i in live.idx], dtype=np.float64) if uses
+         else np.zeros(len(live)))
+    age = np.maximum(0, now_us - tim).astype(np.float64)
+    # One vectorised formula for live and past views alike (an infinite half-life gives 0.5**0 = 1).
+    recency = np.power(0.5, age / (hl * (1.0 + u)))
+    reinf = 1.0 - np.power(0.5, u)
+    score = wp * prio + wr * recency + wu * reinf
+
+    def entry(i: int) -> tuple:
+        return (live[i], int(counts[i]), float(score[i]), float(recency[i]), float(reinf[i]), int(u[i]), bool(must[i]))
 
     header = _header(policy.name, seq, now_us, valid_at)
     heading_cost = {kind: tokenizer.count(f"## {title}") for kind, title in SECTIONS}
     used = tokenizer.count(header)
     present: set[str] = set()
     chosen: list[tuple] = []
-    musts = sorted((s for s in scored if s[6]), key=lambda s: s[0].key)
-    rest = sorted((s for s in scored if not s[6]), key=lambda s: (-s[2], s[0].key))
-    for s in musts:
+    for i in sorted(np.flatnonzero(must), key=lambda i: live[i].key):
+        s = entry(i)
         used += s[1] + (0 if s[0].kind in present else heading_cost[s[0].kind])
         present.add(s[0].kind)
         chosen.append(s)
     if used > budget:
         raise BudgetError(
-            f"agent {policy.name!r}: pinned items and axioms need {used} tokens, the budget is {budget}",
-            )
-    evicted = []
-    for s in rest:
-        cost = s[1] + (0 if s[0].kind in present else heading_cost[s[0].kind])
+            f"agent {policy.name!r}: pinned items and axioms need {used} tokens, the budget is {budget}")
+    rest = np.flatnonzero(~must)
+    order = _by_score_then_key(rest, score, live)
+    evicted: list[tuple] = []
+    smallest = int(counts[rest].min()) if len(rest) else 0
+    stop = len(order)
+    for pos, i in enumerate(order):
+        if budget - used < smallest:
+            stop = pos
+            break
+        v = live[i]
+        cost = int(counts[i]) + (0 if v.kind in present else heading_cost[v.kind])
         if used + cost <= budget:
             used += cost
-            present.add(s[0].kind)
-            chosen.append(s)
-        else:
-            evicted.append(s)
+            present.add(v.kind)
+            chosen.append(entry(i))
+        elif explain:
+            evicted.append(entry(i))
+    if explain:
+        evicted.extend(entry(i) for i in order[stop:])
 
     text = _render(header, chosen)
     exact = used if getattr(tokenizer, "additive", False) else tokenizer.count(text)
@@ -224,6 +305,46 @@ def assemble(
                 budget=budget, hash="v-" + h.hexdigest(), items=items, tokenizer=tokenizer.name,
                 policy_version=policy_version, policy_hash=policy_hash, query=query, valid_at=valid_at,
                 explain=tuple(notes))
+
+
+_NEVER = np.iinfo(np.int64).max
+
+
+@lru_cache(maxsize=1 << 20)
+def _pinned(globs: tuple[str, ...], key: str) -> bool:
+    return any(glob_match(g, key) for g in globs)
+
+
+def _by_score_then_key(idx: np.ndarray, score: np.ndarray, live: list[ItemVersion]) -> list[int]:
+    """`idx` ordered by score descending, equal scores by key ascending."""
+    if not len(idx):
+        return []
+    order = idx[np.argsort(-score[idx], kind="stable")]
+    s = score[order]
+    out = order.tolist()
+    # runs of equal scores: sort each by key
+    breaks = np.flatnonzero(np.diff(s) != 0) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [len(out)]))
+    long = np.flatnonzero(ends - starts > 1)
+    for a, b in zip(starts[long].tolist(), ends[long].tolist()):
+        out[a:b] = sorted(out[a:b], key=lambda i: live[i].key)
+    return out
+
+
+class _Picked:
+    """items[idx[i]] without building the list (most candidates are never looked at)."""
+
+    __slots__ = ("items", "idx")
+
+    def __init__(self, items: list[ItemVersion], idx: list[int]) -> None:
+        self.items, self.idx = items, idx
+
+    def __getitem__(self, i: int) -> ItemVersion:
+        return self.items[self.idx[i]]
+
+    def __len__(self) -> int:
+        return len(self.idx)
 
 
 _STATUS_ORDER = {"included": 0, "evicted by budget": 1, "outside history": 2, "expired": 3, "denied by policy": 4}
