@@ -217,27 +217,19 @@ class ItemStore:
 
     # ---- writes --------------------------------------------------------------------------
     def write(self, wb: WriteBatch) -> None:
+        self.write_many([wb])
+
+    def write_many(self, wbs: list[WriteBatch]) -> None:
+        """Apply projection batches in order, in one DuckDB transaction; the last one's
+        checkpoint is the position stored."""
+        if not wbs:
+            return
         with self._lock:
             con = self._con
             try:
                 con.execute("BEGIN TRANSACTION")
-                if wb.new:
-                    new_tbl = _versions_table(wb.new)  # noqa: F841 (read by DuckDB by name)
-                    con.execute("INSERT INTO item_versions SELECT * FROM new_tbl")
-                if wb.closes:
-                    closes_tbl = pa.table({"vid": list(wb.closes), "to_seq": list(wb.closes.values())})  # noqa: F841
-                    con.execute("UPDATE item_versions SET to_seq = c.to_seq FROM closes_tbl c "
-                                "WHERE item_versions.vid = c.vid")
-                for (rule, grp), (n, pending) in wb.summary_state.items():
-                    con.execute("INSERT OR REPLACE INTO summary_state VALUES (?, ?, ?, ?)", [rule, grp, n, pending])
-                for p in wb.policies:
-                    con.execute("INSERT INTO policies VALUES (?, ?, ?, ?)", [p.version, p.seq, p.hash, p.config])
-                if wb.uses:
-                    uses_tbl = pa.table({"key": [u[0] for u in wb.uses], "seq": [u[1] for u in wb.uses],  # noqa: F841
-                                         "agent": [u[2] for u in wb.uses]})
-                    con.execute("INSERT INTO uses SELECT * FROM uses_tbl")
-                con.execute("INSERT OR REPLACE INTO checkpoints VALUES ('items', ?, ?, ?)",
-                            [wb.to_seq, wb.next_vid, wb.python_rules])
+                for wb in wbs:
+                    self._apply(con, wb)
                 con.execute("COMMIT")
             except duckdb.Error as exc:
                 try:
@@ -245,6 +237,25 @@ class ItemStore:
                 except duckdb.Error:
                     pass
                 raise CtxdbError(f"item store write failed ({self.path}): {exc}") from None
+
+    def _apply(self, con, wb: WriteBatch) -> None:
+        if wb.new:
+            new_tbl = _versions_table(wb.new)  # noqa: F841 (read by DuckDB by name)
+            con.execute("INSERT INTO item_versions SELECT * FROM new_tbl")
+        if wb.closes:
+            closes_tbl = pa.table({"vid": list(wb.closes), "to_seq": list(wb.closes.values())})  # noqa: F841
+            con.execute("UPDATE item_versions SET to_seq = c.to_seq FROM closes_tbl c "
+                        "WHERE item_versions.vid = c.vid")
+        for (rule, grp), (n, pending) in wb.summary_state.items():
+            con.execute("INSERT OR REPLACE INTO summary_state VALUES (?, ?, ?, ?)", [rule, grp, n, pending])
+        for p in wb.policies:
+            con.execute("INSERT INTO policies VALUES (?, ?, ?, ?)", [p.version, p.seq, p.hash, p.config])
+        if wb.uses:
+            uses_tbl = pa.table({"key": [u[0] for u in wb.uses], "seq": [u[1] for u in wb.uses],  # noqa: F841
+                                 "agent": [u[2] for u in wb.uses]})
+            con.execute("INSERT INTO uses SELECT * FROM uses_tbl")
+        con.execute("INSERT OR REPLACE INTO checkpoints VALUES ('items', ?, ?, ?)",
+                    [wb.to_seq, wb.next_vid, wb.python_rules])
 
     def put_token_counts(self, tokenizer: str, counts: dict[str, int]) -> None:
         if not counts:

@@ -29,6 +29,12 @@ from .tokenizer import Tokenizer, get_tokenizer
 from .view import Candidates, View, allowed, assemble, render_line
 
 
+#: write-behind: projected batches are written to the item store when this many versions or
+#: seconds have piled up (or when idle, or before a past view) -- never on the push path.
+WRITE_BEHIND_VERSIONS = 20_000
+WRITE_BEHIND_SECONDS = 0.25
+
+
 @dataclass(frozen=True)
 class ViewUpdate:
     """What a subscriber receives: the new view and what changed since the previous one."""
@@ -122,6 +128,9 @@ class Views:
         self._subs: dict[str, list[Subscription]] = {}
         self._tok_cache: dict[str, dict[str, int]] = {}
         self._tok_pending: dict[str, dict[str, int]] = {}
+        self._pending: list = []                    # projected, not yet written (write-behind)
+        self._pending_versions = 0
+        self._last_write = _time.monotonic()
         self._thread: threading.Thread | None = None
         self._stop = False
         self.error: BaseException | None = None
@@ -142,16 +151,19 @@ class Views:
         for subs in list(self._subs.values()):
             for s in list(subs):
                 s.close()
-        self._flush_tokens()
+        self.persist()
 
     def _run(self) -> None:
         while not self._stop:
             with self.log._changed:
                 if self.log.last_seq <= self.projector.seq and not self._stop:
-                    self.log._changed.wait(0.5)
+                    self.log._changed.wait(WRITE_BEHIND_SECONDS if self._pending else 0.5)
             if self._stop:
                 break
             try:
+                if self.log.last_seq <= self.projector.seq:
+                    self.persist()  # idle: write behind now
+                    continue
                 self.catch_up()
             except BaseException as exc:  # surfaced to callers of view()/wait()
                 self.error = exc
@@ -179,9 +191,11 @@ class Views:
             # notification path. Past views wait for this lock, so they never see a gap; after a
             # crash the same versions are re-projected from the durable log.
             self._refresh_views()
-            for wb in writes:
-                self.items.write(wb)
-            self._flush_tokens()
+            self._pending.extend(writes)
+            self._pending_versions += sum(len(w.new) for w in writes)
+            if self._pending_versions >= WRITE_BEHIND_VERSIONS or \
+                    _time.monotonic() - self._last_write >= WRITE_BEHIND_SECONDS or not self.live:
+                self.persist()
             seq = proj.seq
             if self.on_projected is not None:
                 self.on_projected(seq)
@@ -189,6 +203,18 @@ class Views:
         with self._changed:
             self._changed.notify_all()
         return seq
+
+    def persist(self) -> None:
+        """Write projected batches that are still in memory (write-behind) to the item store.
+        Called after each catch-up once enough has piled up, when idle, and before anything
+        reads the item store (past views, snapshots, rebuild, close)."""
+        with self._lock:
+            if self._pending:
+                self.items.write_many(self._pending)
+                self._pending = []
+                self._pending_versions = 0
+            self._last_write = _time.monotonic()
+            self._flush_tokens()
 
     def _read_prefix(self, at: int):
         return self.log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS)
@@ -253,12 +279,19 @@ class Views:
     def _refresh_views(self) -> None:
         # Agents with subscribers first: their push latency does not wait for the others.
         agents = sorted(self._agents().items(), key=lambda kv: (not self._subs.get(kv[0]), kv[0]))
+        pushed = False
         for name, pol in agents:
+            if pushed and not self._subs.get(name):
+                _time.sleep(0)  # let woken subscribers run before the rest of the work
+                pushed = False
             view = self._live_view(name, pol)
             if view is None:
                 return
             for s in list(self._subs.get(name, ())):
                 s._push(view)
+                pushed = True
+        if pushed:
+            _time.sleep(0)
 
     def _policy_version(self, seq: int) -> int:
         v = 0
@@ -344,8 +377,7 @@ class Views:
     def view_at(self, agent: str, seq: int, *, budget: int | None = None, explain: bool = False,
                 valid_at: datetime | str | None = None) -> View:
         """Assemble the view at a past (projected) position from the item store."""
-        with self._lock:  # projection writes land before a past view reads them
-            pass
+        self.persist()  # projected batches land before a past view reads the item store
         cfg, pol_rec = self.projector.policy_at(seq)
         pol = self._policy(cfg, agent, seq)
         version = pol_rec.version if pol_rec else 0

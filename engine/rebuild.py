@@ -47,6 +47,7 @@ def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None]
 
     proj.run(batches(), end, lambda at: log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS))
     seconds = time.perf_counter() - t0
+    views.persist()
     before = views.items.digest()
     after = fresh.digest()
     versions = fresh.count_versions()

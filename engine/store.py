@@ -335,6 +335,7 @@ class Store:
         if self.path is None or self.readonly:
             raise ReadOnlyError("take a snapshot")
         p = eng.projector
+        eng.persist()
         with eng.items._lock:
             eng.items.flush()
             m = Snapshots(self._snap_root()).take(
