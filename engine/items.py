@@ -163,21 +163,33 @@ class ItemStore:
         return dict(zip(t.column("key").to_pylist(), t.column("t").to_pylist()))
 
     def versions_at(self, seq: int, *, subject_like: list[str] | None = None,
-                    kinds: Iterable[str] | None = None) -> list[ItemVersion]:
+                    kinds: Iterable[str] | None = None, deny_tags: Iterable[str] = ()) -> list[ItemVersion]:
         """Item versions valid at `seq` (transaction time), ordered by key."""
+        vs = rows_to_versions(self.versions_at_arrow(seq, subject_like=subject_like, kinds=kinds,
+                                                     deny_tags=deny_tags))
+        vs.sort(key=lambda v: v.key)
+        return vs
+
+    def versions_at_arrow(self, seq: int, *, subject_like: list[str] | None = None,
+                          kinds: Iterable[str] | None = None, deny_tags: Iterable[str] = ()) -> pa.Table:
         sql = (f"SELECT {SELECT_COLS} FROM item_versions WHERE op = 'upsert' AND from_seq <= ? "
                "AND (to_seq IS NULL OR to_seq > ?)")
         params: list[Any] = [seq, seq]
         if subject_like is not None:
             if not subject_like:
-                return []
-            sql += " AND (" + " OR ".join("subject LIKE ? ESCAPE '\\'" for _ in subject_like) + ")"
-            params += subject_like
+                sql += " AND false"
+            else:
+                sql += " AND (" + " OR ".join("subject LIKE ? ESCAPE '\\'" for _ in subject_like) + ")"
+                params += subject_like
         if kinds is not None:
             kinds = list(kinds)
-            sql += " AND kind IN (" + ",".join("?" for _ in kinds) + ")"
+            sql += " AND kind IN (" + ",".join("?" for _ in kinds) + ")" if kinds else " AND false"
             params += kinds
-        return rows_to_versions(self._q(sql + " ORDER BY key", params))
+        deny = list(deny_tags)
+        if deny:
+            sql += " AND NOT list_has_any(tags, ?::VARCHAR[])"
+            params.append(deny)
+        return self._q(sql, params)  # any order: the assembly does not depend on it
 
     def valid_at(self, time_us: int, seq: int) -> list[ItemVersion]:
         """What was true at valid time `time_us`, as known at `seq`: per key, the op with the
@@ -204,6 +216,20 @@ class ItemStore:
     def token_counts(self, tokenizer: str) -> dict[str, int]:
         t = self._q("SELECT hash, n FROM token_counts WHERE tokenizer = ?", [tokenizer])
         return dict(zip(t.column("hash").to_pylist(), t.column("n").to_pylist()))
+
+    def texts_after(self, vid: int, limit: int) -> list[tuple[int, str, str]]:
+        """(vid, hash, text) of upserts after `vid`, in vid order (for background token counts)."""
+        t = self._q("SELECT vid, hash, text FROM item_versions WHERE vid > ? AND op = 'upsert' "
+                    "ORDER BY vid LIMIT ?", [vid, limit])
+        return list(zip(t.column("vid").to_pylist(), t.column("hash").to_pylist(), t.column("text").to_pylist()))
+
+    def get_meta(self, k: str) -> str | None:
+        t = self._q("SELECT v FROM meta WHERE k = ?", [k])
+        return t.column("v")[0].as_py() if t.num_rows else None
+
+    def set_meta(self, k: str, v: str) -> None:
+        with self._lock:
+            self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [k, v])
 
     def count_versions(self) -> int:
         return self._q("SELECT count(*) AS n FROM item_versions").column("n")[0].as_py()

@@ -163,6 +163,7 @@ class Views:
             try:
                 if self.log.last_seq <= self.projector.seq:
                     self.persist()  # idle: write behind now
+                    self.count_tokens_behind()
                     continue
                 self.catch_up()
             except BaseException as exc:  # surfaced to callers of view()/wait()
@@ -215,6 +216,27 @@ class Views:
                 self._pending_versions = 0
             self._last_write = _time.monotonic()
             self._flush_tokens()
+
+    def count_tokens_behind(self, limit: int = 2000) -> int:
+        """Count tokens of stored versions that have no count yet (superseded versions a past
+        view may need), a bounded batch per idle tick; returns how many versions it looked at."""
+        with self._lock:
+            tok = self.tokenizer(self.projector.config)
+            key = f"tokens_vid:{tok.name}"
+            done = int(self.items.get_meta(key) or 0)
+            rows = self.items.texts_after(done, limit)
+            if not rows:
+                return 0
+            cache = self._tok_cache.setdefault(tok.name, self.items.token_counts(tok.name))
+            missing = sorted({h: t for _, h, t in rows if h not in cache}.items())
+            if missing:
+                pending = self._tok_pending.setdefault(tok.name, {})
+                for (h, _), n in zip(missing, tok.count_many([render_line(t) for _, t in missing])):
+                    cache[h] = n
+                    pending[h] = n
+                self._flush_tokens()
+            self.items.set_meta(key, str(rows[-1][0]))
+            return len(rows)
 
     def _read_prefix(self, at: int):
         return self.log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS)
@@ -319,6 +341,20 @@ class Views:
             return [cache[v.hash] for v in vs]
         return count
 
+    def _counts_for(self, tok: Tokenizer, tbl) -> dict[str, int]:
+        cache = self._tok_cache.get(tok.name)
+        if cache is None:
+            cache = self._tok_cache[tok.name] = self.items.token_counts(tok.name)
+        hashes = tbl.column("hash").to_pylist()
+        if any(h not in cache for h in hashes):
+            texts = tbl.column("text").to_pylist()
+            missing = sorted({h: t for h, t in zip(hashes, texts) if h not in cache}.items())
+            pending = self._tok_pending.setdefault(tok.name, {})
+            for (h, _), n in zip(missing, tok.count_many([render_line(t) for _, t in missing])):
+                cache[h] = n
+                pending[h] = n
+        return cache
+
     def _flush_tokens(self) -> None:
         if self.items is None:
             return
@@ -386,12 +422,19 @@ class Views:
             cands = self.items.valid_at(t_us, seq)
             return self._assemble(cands, pol, seq, t_us, self.items.uses_at(seq), cfg, version, budget=budget,
                                   explain=explain, valid_at=_iso_us(t_us))
+        now = self.log.recorded_at_of(seq)
         if explain:
             cands = self.items.versions_at(seq)
+        elif pol.allow_tags is None:
+            # The policy is applied in SQL; columns go straight into the assembly.
+            tbl = self.items.versions_at_arrow(seq, subject_like=[like_pattern(p) for p in pol.subjects],
+                                               kinds=pol.kinds, deny_tags=pol.deny_tags)
+            tok = self.tokenizer(cfg)
+            counts = self._counts_for(tok, tbl)
+            cands = Candidates.from_arrow(tbl, pol, counts)
         else:
             cands = self.items.versions_at(seq, subject_like=[like_pattern(p) for p in pol.subjects],
                                            kinds=pol.kinds)
-        now = self.log.recorded_at_of(seq)
         return self._assemble(cands, pol, seq, now, self.items.uses_at(seq), cfg, version, budget=budget,
                               explain=explain)
 

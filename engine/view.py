@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable
 
 import msgspec
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .config import AgentPolicy, glob_match
 from .errors import CtxdbError
@@ -143,10 +145,11 @@ class Candidates:
     one per agent and updates it per commit; a past view builds one from the item store. Both
     feed the same `assemble`, whose result does not depend on candidate order."""
 
-    __slots__ = ("items", "pos", "exp", "tim", "prio", "kind", "must", "tok")
+    __slots__ = ("items", "keys", "pos", "exp", "tim", "prio", "kind", "must", "tok")
 
     def __init__(self) -> None:
-        self.items: list[ItemVersion] = []
+        self.items: Any = []                     # list[ItemVersion] (or lazy rows of an Arrow table)
+        self.keys: list[str] = []
         self.pos: dict[str, int] = {}
         self.exp: list[int] = []
         self.tim: list[int] = []
@@ -162,6 +165,24 @@ class Candidates:
             c.add(v, policy, n)
         return c
 
+    @classmethod
+    def from_arrow(cls, tbl: "pa.Table", policy: AgentPolicy, counts: dict[str, int]) -> "Candidates":
+        """Columns straight from an item-store query (already filtered by the policy); item
+        objects are built only for the few rows the assembly looks at."""
+        c = cls()
+        c.items = _ArrowItems(tbl)
+        c.keys = tbl.column("key").to_pylist()
+        c.exp = pc.fill_null(tbl.column("expires_us"), _NEVER).to_numpy()
+        c.tim = tbl.column("time_us").to_numpy()
+        c.prio = tbl.column("priority").to_numpy()
+        kinds = tbl.column("kind").to_pylist()
+        c.kind = [KIND_CODE[k] for k in kinds]
+        pinned = tbl.column("pinned").to_pylist()
+        c.must = [p or k == "axiom" or (bool(policy.pinned) and _pinned(policy.pinned, key))
+                  for p, k, key in zip(pinned, kinds, c.keys)]
+        c.tok = [counts[h] for h in tbl.column("hash").to_pylist()]
+        return c
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -170,6 +191,7 @@ class Candidates:
             self.remove(v.key)
         self.pos[v.key] = len(self.items)
         self.items.append(v)
+        self.keys.append(v.key)
         self.exp.append(_NEVER if v.expires_us is None else v.expires_us)
         self.tim.append(v.time_us)
         self.prio.append(v.priority)
@@ -182,7 +204,7 @@ class Candidates:
         if i is None:
             return
         last = len(self.items) - 1
-        for col in (self.items, self.exp, self.tim, self.prio, self.kind, self.must, self.tok):
+        for col in (self.items, self.keys, self.exp, self.tim, self.prio, self.kind, self.must, self.tok):
             col[i] = col[last]
             col.pop()
         if i != last:
@@ -225,7 +247,7 @@ def assemble(
             notes.append(Explained(v.key, v.kind, "expired" if exp[i] <= now_us else "outside history"))
     idx = np.flatnonzero(keep)
     items = C.items
-    live = _Picked(items, idx.tolist())
+    live = _Picked(items, C.keys, idx.tolist())
     must = must_all[idx]
     tim = tim[idx]
     counts = np.array(C.tok, dtype=np.int64)[idx]
@@ -233,7 +255,7 @@ def assemble(
     hl_table = np.array([np.inf if policy.half_life(k) is None else float(policy.half_life(k)) for k, _ in SECTIONS])
     hl = hl_table[np.array(C.kind, dtype=np.int64)[idx]]
     prio = np.array(C.prio, dtype=np.float64)[idx]
-    u = (np.array([uses.get(items[i].key, 0) for i in live.idx], dtype=np.float64) if uses
+    u = (np.array([uses.get(C.keys[i], 0) for i in live.idx], dtype=np.float64) if uses
          else np.zeros(len(live)))
     age = np.maximum(0, now_us - tim).astype(np.float64)
     # One vectorised formula for live and past views alike (an infinite half-life gives 0.5**0 = 1).
@@ -249,7 +271,7 @@ def assemble(
     used = tokenizer.count(header)
     present: set[str] = set()
     chosen: list[tuple] = []
-    for i in sorted(np.flatnonzero(must), key=lambda i: live[i].key):
+    for i in sorted(np.flatnonzero(must).tolist(), key=live.key):
         s = entry(i)
         used += s[1] + (0 if s[0].kind in present else heading_cost[s[0].kind])
         present.add(s[0].kind)
@@ -328,20 +350,45 @@ def _by_score_then_key(idx: np.ndarray, score: np.ndarray, live: list[ItemVersio
     ends = np.concatenate((breaks, [len(out)]))
     long = np.flatnonzero(ends - starts > 1)
     for a, b in zip(starts[long].tolist(), ends[long].tolist()):
-        out[a:b] = sorted(out[a:b], key=lambda i: live[i].key)
+        out[a:b] = sorted(out[a:b], key=live.key)
     return out
 
 
 class _Picked:
     """items[idx[i]] without building the list (most candidates are never looked at)."""
 
-    __slots__ = ("items", "idx")
+    __slots__ = ("items", "keys", "idx")
 
-    def __init__(self, items: list[ItemVersion], idx: list[int]) -> None:
-        self.items, self.idx = items, idx
+    def __init__(self, items: Any, keys: list[str], idx: list[int]) -> None:
+        self.items, self.keys, self.idx = items, keys, idx
 
     def __getitem__(self, i: int) -> ItemVersion:
         return self.items[self.idx[i]]
+
+    def key(self, i: int) -> str:
+        return self.keys[self.idx[i]]
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+class _ArrowItems:
+    """Rows of an item-store result as ItemVersions, built on first access."""
+
+    def __init__(self, tbl: "pa.Table") -> None:
+        self.tbl = tbl
+        self._made: dict[int, ItemVersion] = {}
+
+    def __len__(self) -> int:
+        return self.tbl.num_rows
+
+    def __getitem__(self, i: int) -> ItemVersion:
+        v = self._made.get(i)
+        if v is None:
+            from .items import rows_to_versions
+
+            v = self._made[i] = rows_to_versions(self.tbl.slice(i, 1))[0]
+        return v
 
     def __len__(self) -> int:
         return len(self.idx)
