@@ -27,10 +27,21 @@ JsonOpt = typer.Option(False, "--json", help="Print a machine-readable JSON obje
 ConfigOpt = typer.Option(None, "--config", "-c", help="ctxdb.toml [default: <db>/ctxdb.toml, else ./ctxdb.toml, else the policy in the log]")
 
 
+def _require_store(db: Optional[Path]) -> None:
+    p = Path(_path(db))
+    if not (p / "log").is_dir():
+        raise ctxdb.CtxdbError(f"no ctxdb store at {p} (ingest something first, or pass --db PATH)")
+
+
 @contextlib.contextmanager
 def _open_for_views(db: Optional[Path], config: Optional[Path]) -> Iterator["ctxdb.Store"]:
     """Open as the writer (projections persist); if another process holds the store, open it
     read-only and project from the newest snapshot in memory."""
+    if config is not None:
+        from ctxdb.config import load_file
+
+        load_file(config)  # a bad config is exit 78 whether or not the store exists
+    _require_store(db)
     try:
         store = ctxdb.open(_path(db), config=config)
     except ctxdb.LockedError as exc:
@@ -226,6 +237,7 @@ def _print_view(v: "ctxdb.View", as_json: bool, explain: bool) -> None:
 def rebuild(db: Optional[Path] = DbOpt, config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Replay the whole log into a fresh item store, compare it with the current one, swap it in."""
     with _errors():
+        _require_store(db)
         with ctxdb.open(_path(db), config=config) as store:
             rep = store.rebuild()
         if as_json:
@@ -244,6 +256,7 @@ def snapshot(
 ) -> None:
     """Take a snapshot of the projected state (or --list them)."""
     with _errors():
+        _require_store(db)
         with ctxdb.open(_path(db), config=config, readonly=list_) as store:
             snaps = store.snapshots() if list_ else [store.snapshot()]
         for m in snaps:

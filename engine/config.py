@@ -444,7 +444,12 @@ class _Locator:
                     counts[name] = idx
                     table = name + (idx,)
                 else:
+                    # [rules.summarize] is a sub-table of the latest [[rules]] element
                     table = name
+                    for k in range(len(name) - 1, 0, -1):
+                        if name[:k] in counts:
+                            table = name[:k] + (counts[name[:k]],) + name[k:]
+                            break
                 self.entries.append((table, n))
                 continue
             k = self._KEY.match(line)

@@ -157,9 +157,10 @@ class ItemStore:
         return rows_to_versions(self._q(
             f"SELECT {SELECT_COLS} FROM item_versions WHERE op = 'upsert' AND to_seq IS NULL ORDER BY key"))
 
-    def last_times(self) -> dict[str, int]:
-        """Per key, the newest valid time of any op (so a late event never resurrects a key)."""
-        t = self._q("SELECT key, max(time_us) AS t FROM item_versions GROUP BY key")
+    def last_times(self, since_seq: int = 0) -> dict[str, int]:
+        """Per key, the newest valid time of any op of the current rules epoch (from
+        `since_seq`), so a late event never resurrects a key."""
+        t = self._q("SELECT key, max(time_us) AS t FROM item_versions WHERE from_seq >= ? GROUP BY key", [since_seq])
         return dict(zip(t.column("key").to_pylist(), t.column("t").to_pylist()))
 
     def versions_at(self, seq: int, *, subject_like: list[str] | None = None,
@@ -191,15 +192,16 @@ class ItemStore:
             params.append(deny)
         return self._q(sql, params)  # any order: the assembly does not depend on it
 
-    def valid_at(self, time_us: int, seq: int) -> list[ItemVersion]:
-        """What was true at valid time `time_us`, as known at `seq`: per key, the op with the
-        newest (time, seq) at or before `time_us`, if it is an upsert."""
+    def valid_at(self, time_us: int, seq: int, since_seq: int = 0) -> list[ItemVersion]:
+        """What was true at valid time `time_us`, as known at `seq` under the rules epoch that
+        began at `since_seq`: per key, the op with the newest (time, seq) at or before
+        `time_us`, if it is an upsert."""
         sql = f"""
             SELECT {SELECT_COLS} FROM (
                 SELECT *, row_number() OVER (PARTITION BY key ORDER BY time_us DESC, from_seq DESC, vid DESC) AS rn
-                FROM item_versions WHERE from_seq <= ? AND time_us <= ?)
+                FROM item_versions WHERE from_seq <= ? AND from_seq >= ? AND time_us <= ?)
             WHERE rn = 1 AND op = 'upsert' ORDER BY key"""
-        return rows_to_versions(self._q(sql, [seq, time_us]))
+        return rows_to_versions(self._q(sql, [seq, since_seq, time_us]))
 
     def uses_at(self, seq: int) -> dict[str, int]:
         t = self._q("SELECT key, count(*) AS n FROM uses WHERE seq <= ? GROUP BY key", [seq])

@@ -26,7 +26,7 @@ from .items import ItemStore, ItemVersion, like_pattern
 from .log import BaseLog, parse_time
 from .projector import PROJECT_COLUMNS, Projector
 from .tokenizer import Tokenizer, get_tokenizer
-from .view import Candidates, View, allowed, assemble, render_line
+from .view import BudgetError, Candidates, View, allowed, assemble, render_line
 
 
 #: write-behind: projected batches are written to the item store when this many versions or
@@ -124,6 +124,7 @@ class Views:
         self._lock = threading.RLock()              # projection + live state
         self._changed = threading.Condition()
         self._views: dict[str, View] = {}
+        self._view_errors: dict[str, BaseException] = {}
         self._cands: dict[str, Candidates] = {}
         self._subs: dict[str, list[Subscription]] = {}
         self._tok_cache: dict[str, dict[str, int]] = {}
@@ -179,6 +180,7 @@ class Views:
             proj = self.projector
             end = self.log.last_seq if to_seq is None else min(to_seq, self.log.last_seq)
             if end <= proj.seq:
+                self.error = None
                 return proj.seq
             policy_before, reproj_before = proj.config.hash, proj.stats.reprojections
             batches = self.log.read_batches(from_seq=proj.seq + 1, to_seq=end, columns=PROJECT_COLUMNS)
@@ -191,9 +193,9 @@ class Views:
             # Push first, then persist: the item store write (a DuckDB commit) is not on the
             # notification path. Past views wait for this lock, so they never see a gap; after a
             # crash the same versions are re-projected from the durable log.
-            self._refresh_views()
-            self._pending.extend(writes)
+            self._pending.extend(writes)  # before anything below can fail
             self._pending_versions += sum(len(w.new) for w in writes)
+            self._refresh_views()
             if self._pending_versions >= WRITE_BEHIND_VERSIONS or \
                     _time.monotonic() - self._last_write >= WRITE_BEHIND_SECONDS or not self.live:
                 self.persist()
@@ -217,26 +219,29 @@ class Views:
             self._last_write = _time.monotonic()
             self._flush_tokens()
 
-    def count_tokens_behind(self, limit: int = 2000) -> int:
+    def count_tokens_behind(self, limit: int = 256) -> int:
         """Count tokens of stored versions that have no count yet (superseded versions a past
-        view may need), a bounded batch per idle tick; returns how many versions it looked at."""
+        view may need), a small batch per idle tick so a commit never waits long behind it;
+        returns how many versions it looked at."""
+        tok = self.tokenizer(self.projector.config)
+        key = f"tokens_vid:{tok.name}"
+        done = int(self.items.get_meta(key) or 0)
+        rows = self.items.texts_after(done, limit)
+        if not rows:
+            return 0
+        if tok.name not in self._tok_cache:
+            self._tok_cache[tok.name] = self.items.token_counts(tok.name)
+        cache = self._tok_cache[tok.name]
+        missing = sorted({h: t for _, h, t in rows if h not in cache}.items())
+        counted = tok.count_many([render_line(t) for _, t in missing])  # outside the lock
         with self._lock:
-            tok = self.tokenizer(self.projector.config)
-            key = f"tokens_vid:{tok.name}"
-            done = int(self.items.get_meta(key) or 0)
-            rows = self.items.texts_after(done, limit)
-            if not rows:
-                return 0
-            cache = self._tok_cache.setdefault(tok.name, self.items.token_counts(tok.name))
-            missing = sorted({h: t for _, h, t in rows if h not in cache}.items())
-            if missing:
-                pending = self._tok_pending.setdefault(tok.name, {})
-                for (h, _), n in zip(missing, tok.count_many([render_line(t) for _, t in missing])):
-                    cache[h] = n
-                    pending[h] = n
-                self._flush_tokens()
+            pending = self._tok_pending.setdefault(tok.name, {})
+            for (h, _), n in zip(missing, counted):
+                cache[h] = n
+                pending[h] = n
+            self._flush_tokens()
             self.items.set_meta(key, str(rows[-1][0]))
-            return len(rows)
+        return len(rows)
 
     def _read_prefix(self, at: int):
         return self.log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS)
@@ -293,6 +298,7 @@ class Views:
         seq = self.projector.seq
         if seq == 0:
             return None
+        self._view_errors.pop(name, None)
         view = self._assemble(self._cands[name], pol, seq, self.log.recorded_at_of(seq),
                               self.projector.uses, self.projector.config, self._policy_version(seq))
         self._views[name] = view
@@ -306,7 +312,11 @@ class Views:
             if pushed and not self._subs.get(name):
                 _time.sleep(0)  # let woken subscribers run before the rest of the work
                 pushed = False
-            view = self._live_view(name, pol)
+            try:
+                view = self._live_view(name, pol)
+            except BudgetError as exc:  # this agent's problem only; its view() raises it
+                self._view_errors[name] = exc
+                continue
             if view is None:
                 return
             for s in list(self._subs.get(name, ())):
@@ -419,7 +429,7 @@ class Views:
         version = pol_rec.version if pol_rec else 0
         if valid_at is not None:
             t_us = micros(parse_time(valid_at))
-            cands = self.items.valid_at(t_us, seq)
+            cands = self.items.valid_at(t_us, seq, self.projector.epoch_start(seq))
             return self._assemble(cands, pol, seq, t_us, self.items.uses_at(seq), cfg, version, budget=budget,
                                   explain=explain, valid_at=_iso_us(t_us))
         now = self.log.recorded_at_of(seq)

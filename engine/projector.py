@@ -94,7 +94,7 @@ class Projector:
         self.policies: list[Policy] = self.items.policies()
         self.config = self._config_of(self.policies[-1]) if self.policies else default_config()
         self.current: dict[str, ItemVersion] = {v.key: v for v in self.items.current()}
-        self.last_time: dict[str, int] = self.items.last_times()
+        self.last_time: dict[str, int] = self.items.last_times(since_seq=self.epoch_start(self.seq))
         self.summaries: dict[tuple[str, str], tuple[int, list[str]]] = self.items.summary_state()
         self.uses: dict[str, int] = self.items.uses_at(self.seq)
         self._rule_cache: dict[str, list[Rule]] = {}
@@ -102,6 +102,25 @@ class Projector:
     @staticmethod
     def _config_of(p: Policy) -> Config:
         return from_dict(msgspec.json.decode(p.config), file=f"<policy version {p.version} at seq {p.seq}>")
+
+    def rule_epochs(self) -> list[int]:
+        """Seqs of the policy events that changed the rules (re-projection points)."""
+        out, prev = [], rules_fingerprint(default_config(), self.python_rules)
+        for p in self.policies:
+            fp = rules_fingerprint(self._config_of(p), self.python_rules)
+            if fp != prev:
+                out.append(p.seq)
+            prev = fp
+        return out
+
+    def epoch_start(self, seq: int) -> int:
+        """First seq of the rules epoch in force at `seq`: versions before it came from rules
+        that were replaced (and re-projected) at it."""
+        start = 0
+        for e in self.rule_epochs():
+            if e <= seq:
+                start = e
+        return start
 
     def policy_at(self, seq: int) -> tuple[Config, Policy | None]:
         """The config in force at `seq` (the built-in default before any policy event)."""
@@ -256,8 +275,9 @@ class Projector:
                              rule.ttl_us, row, pos, rule.name, wb, opened, closed)
             if group is not None and v is not None:
                 self._summarize(rule, group, key, pos, wb, opened, closed)
+        system = row["type"].startswith(SYSTEM_PREFIX)
         for name, pattern, fn in self.python_rules:
-            if not glob_match(pattern, row["type"]):
+            if not glob_match(pattern, row["type"]) or (system and not pattern.startswith(SYSTEM_PREFIX)):
                 continue
             from .events import Event
 
@@ -345,8 +365,9 @@ class Projector:
                 ids = tuple(i for p in sorted(parts, key=lambda p: p.lineage_seqs) for i in p.lineage_ids)
                 row = {"seq": pos, "id": "", "time_ts": t1}
                 for p in parts:
-                    self.current.pop(p.key, None)
-                    self._close(p, pos, wb, closed)
+                    # a retract row too, so valid-time views see the part folded away at t1
+                    self._retract(p.key, {"seq": pos, "id": "", "subject": p.subject, "time_ts": t1},
+                                  pos, wb, closed)
                 self._upsert(f"summary:{group}/{rule.name}/{n}", text, subject, "summary", s.priority, False,
                              tags, s.ttl_us, row, pos, f"{rule.name}:summary", wb, opened, closed,
                              time_us=t1, lineage=(seqs, ids))

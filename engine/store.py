@@ -296,8 +296,8 @@ class Store:
         """Append a policy event when the config file differs from the policy the log holds."""
         if self._policy_checked:
             return
+        cfg = self._resolve_config()  # a bad config raises here, every time, never the default
         self._policy_checked = True
-        cfg = self._resolve_config()
         if cfg is None or self.readonly:
             return
         if cfg.hash == self._latest_policy_hash():
