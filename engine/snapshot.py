@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import CorruptionError
+from .wal import fsync_dir as _fsync_dir
 
 MANIFEST = "manifest.json"
 ITEMS_FILE = "items.duckdb"
@@ -41,14 +42,6 @@ def file_hash(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Snapshots:

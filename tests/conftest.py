@@ -16,6 +16,22 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+class Clock:
+    """A deterministic transaction clock for `ctxdb.open(clock=...)`: every commit is `step`
+    seconds after the previous one, starting at `start`."""
+
+    def __init__(self, start=None, step: float = 60) -> None:
+        from datetime import datetime, timezone
+
+        start = start or datetime(2027, 1, 15, 8, 0, tzinfo=timezone.utc)
+        self.now = int(start.timestamp() * 1_000_000)
+        self.step = int(step * 1_000_000)
+
+    def __call__(self) -> int:
+        self.now += self.step
+        return self.now
+
+
 def make_event(i: int, *, source: str = "test", subject: str | None = None, type: str | None = None) -> dict:
     kinds = ["order.shipped", "comment.added", "ticket.updated", "slack.message"]
     return {

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import ctxdb
+from conftest import Clock
 import duckdb
 import pytest
 from ctxdb.projector import Upsert
@@ -21,15 +22,6 @@ US = 1_000_000
 T0 = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
 WAIT = 10          # generous: the update must come; how fast is not asserted
 
-
-class Clock:
-    def __init__(self, step: float = 60) -> None:
-        self.now = int(T0.timestamp() * US)
-        self.step = int(step * US)
-
-    def __call__(self) -> int:
-        self.now += self.step
-        return self.now
 
 
 def at(hours: float) -> str:
@@ -77,7 +69,7 @@ def fact(k: str, text: str, subject: str = "user:1", type: str = "fact.set", hou
 @pytest.fixture
 def db(tmp_path):
     (tmp_path / "ctxdb.toml").write_text(TOML)
-    store = ctxdb.open(tmp_path / "store", config=tmp_path / "ctxdb.toml", clock=Clock())
+    store = ctxdb.open(tmp_path / "store", config=tmp_path / "ctxdb.toml", clock=Clock(T0))
     yield store
     store.close()
 
@@ -220,7 +212,7 @@ def test_pinned_overflow_of_one_agent_does_not_break_the_others(tmp_path):
     other agents keep getting views and updates."""
     toml = TOML.replace("[view]", '[agents.a_small]\nbudget = 40\n\n[agents.z_other]\nbudget = 5000\n\n[view]')
     (tmp_path / "c.toml").write_text(toml)
-    db = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock())
+    db = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock(T0))
     try:
         db.append([fact("a", "alpha")])
         assert db.wait(timeout=30)
@@ -262,7 +254,7 @@ def test_an_agents_budget_error_loses_no_projected_items(tmp_path):
     toml = TOML.replace("[view]", '[[rules]]\non = "pin.unset"\nretract = "pin:{data.k}"\n\n'
                                   '[agents.a_small]\nbudget = 40\n\n[view]')
     (tmp_path / "c.toml").write_text(toml)
-    db = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock())
+    db = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock(T0))
     try:
         db.append([fact("a", "alpha")])
         assert db.wait(timeout=30)
@@ -309,7 +301,7 @@ def test_restart_resumes_from_the_checkpoint(tmp_path):
     calls: list[int] = []
 
     def opened():
-        store = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock())
+        store = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock(T0))
 
         @store.rule("py.*")
         def py(event):
@@ -355,7 +347,7 @@ def test_restart_resumes_from_the_checkpoint(tmp_path):
 
 def test_a_new_process_sees_events_appended_while_it_was_away(tmp_path):
     (tmp_path / "c.toml").write_text(TOML)
-    db = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock())
+    db = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock(T0))
     try:
         db.append([fact("a", "alpha")])
         assert db.wait(timeout=30)
@@ -363,7 +355,7 @@ def test_a_new_process_sees_events_appended_while_it_was_away(tmp_path):
     finally:
         db.close()
     # appended by a process that never built views
-    db = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock(step=3600))
+    db = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock(T0, step=3600))
     try:
         s = db.append([fact("b", "bravo")])[0]
     finally:
@@ -395,7 +387,7 @@ def cli_store(tmp_path):
     """A closed store with a config, a few commits and a late event; returns (path, views by seq)."""
     (tmp_path / "c.toml").write_text(TOML)
     path = tmp_path / "store"
-    db = ctxdb.open(path, config=tmp_path / "c.toml", clock=Clock(step=3600))
+    db = ctxdb.open(path, config=tmp_path / "c.toml", clock=Clock(T0, step=3600))
     try:
         db.append([fact("a", "alpha", hours=-5)])
         db.append([fact("b", "bravo", hours=-3)])
@@ -464,7 +456,7 @@ def test_cli_view_explain_and_errors(cli_store, tmp_path):
 
 def test_cli_view_while_another_process_holds_the_store(cli_store, tmp_path):
     path, views, _ = cli_store
-    with ctxdb.open(path, clock=Clock(step=7200)) as db:
+    with ctxdb.open(path, clock=Clock(T0, step=7200)) as db:
         s = db.append([fact("d", "delta", hours=-0.5)])[0]
         assert db.wait(timeout=30)
         live = db.view("bot")

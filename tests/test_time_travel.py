@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import ctxdb
+from conftest import Clock
 import pytest
 from ctxdb.projector import Retract, Upsert
 from hypothesis import HealthCheck, given, settings
@@ -18,15 +19,6 @@ US = 1_000_000
 T0 = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
 STEP_S = 37 * 60          # transaction clock: 37 minutes per commit
 
-
-class Clock:
-    def __init__(self, start: datetime = T0, step: float = STEP_S) -> None:
-        self.now = int(start.timestamp() * US)
-        self.step = int(step * US)
-
-    def __call__(self) -> int:
-        self.now += self.step
-        return self.now
 
 
 def iso_us(us: int) -> str:
@@ -159,7 +151,7 @@ class Run:
         (root / "a.toml").write_text(CFG_A)
         (root / "b.toml").write_text(CFG_B)
         self.cfg = root / "a.toml"
-        self.clock = Clock()
+        self.clock = Clock(T0, step=STEP_S)
         self.calls: list[int] = []
         self.live: dict[tuple[str, int], Seen] = {}
         self.n = 0
@@ -426,7 +418,7 @@ def test_valid_at_now_agrees_with_the_current_view_when_nothing_is_late(tmp_path
 
 
 def test_policy_change_keeps_the_old_policy_for_earlier_positions(tmp_path):
-    clock = Clock()
+    clock = Clock(T0, step=STEP_S)
     root = tmp_path
     db = open_at(root, CFG_A, clock, name="a.toml")
     try:
@@ -508,7 +500,7 @@ def test_rules_change_then_restart_projects_like_a_rebuild(tmp_path):
 def test_snapshot_restore_projects_only_the_tail(tmp_path):
     toml = PRICE.replace("[view]", "[snapshots]\nevery = 1000000\nretain = 2\n\n[view]")
     calls: list[int] = []
-    clock = Clock()
+    clock = Clock(T0, step=STEP_S)
 
     def opened():
         db = open_at(tmp_path, toml, clock)

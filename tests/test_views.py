@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import ctxdb
+from conftest import Clock
 import pytest
 from ctxdb.projector import Retract, Upsert
 from ctxdb.tokenizer import get_tokenizer
@@ -20,17 +21,6 @@ from hypothesis import strategies as st
 US = 1_000_000
 T0 = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
 
-
-class Clock:
-    """A deterministic transaction clock: every commit is `step` seconds after the previous one."""
-
-    def __init__(self, start: datetime = T0, step: float = 60) -> None:
-        self.now = int(start.timestamp() * US)
-        self.step = int(step * US)
-
-    def __call__(self) -> int:
-        self.now += self.step
-        return self.now
 
 
 def iso(dt: datetime) -> str:
