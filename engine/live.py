@@ -129,6 +129,7 @@ class Views:
         self._subs: dict[str, list[Subscription]] = {}
         self._tok_cache: dict[str, dict[str, int]] = {}
         self._tok_pending: dict[str, dict[str, int]] = {}
+        self._last_catch_up = 0.0
         self._pending: list = []                    # projected, not yet written (write-behind)
         self._pending_versions = 0
         self._last_write = _time.monotonic()
@@ -164,7 +165,8 @@ class Views:
             try:
                 if self.log.last_seq <= self.projector.seq:
                     self.persist()  # idle: write behind now
-                    self.count_tokens_behind()
+                    if _time.monotonic() - self._last_catch_up >= 1.0:  # quiet for a second
+                        self.count_tokens_behind()
                     continue
                 self.catch_up()
             except BaseException as exc:  # surfaced to callers of view()/wait()
@@ -183,6 +185,7 @@ class Views:
                 self.error = None
                 return proj.seq
             policy_before, reproj_before = proj.config.hash, proj.stats.reprojections
+            self._last_catch_up = _time.monotonic()
             batches = self.log.read_batches(from_seq=proj.seq + 1, to_seq=end, columns=PROJECT_COLUMNS)
             writes: list = []
             opened, closed = proj.run(batches, end, self._read_prefix, deferred=writes)
@@ -219,7 +222,7 @@ class Views:
             self._last_write = _time.monotonic()
             self._flush_tokens()
 
-    def count_tokens_behind(self, limit: int = 256) -> int:
+    def count_tokens_behind(self, limit: int = 128) -> int:
         """Count tokens of stored versions that have no count yet (superseded versions a past
         view may need), a small batch per idle tick so a commit never waits long behind it;
         returns how many versions it looked at."""
