@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,7 +29,7 @@ from .keyindex import KeyIndex, fingerprints
 from .lockfile import WriterLock
 from .log import BaseLog, Chunk, with_positions
 from .segment import Manifest, SegmentInfo, load_keys, open_segment, write_segment
-from .wal import COMMIT, Frame, WalWriter, encode_frame, encode_payload, fsync_dir, read_frame_batch, scan
+from .wal import COMMIT, Frame, WalWriter, encode_frame, encode_payload, fsync_dir, read_frame_batch, scan, verify_frames
 
 _WAL_RE = re.compile(r"^wal-(\d{20})\.log$")
 DEFAULT_SEGMENT_EVENTS = 262_144
@@ -292,7 +293,11 @@ class DiskLog(BaseLog):
 
         Crash-safe order: segments (not yet named by the manifest), then the new WAL (fsync'd),
         then the manifest (the commit point), then the old WAL is deleted. Before the manifest
-        is written, open() discards the new files; after, it discards the old WAL."""
+        is written, open() discards the new files; after, it discards the old WAL.
+
+        Segments are encoded on worker threads (Parquet encoding releases the GIL) while the
+        remainder is carried over: the frames after the seal boundary are copied byte for byte
+        (their checksums verified), only a frame straddling the boundary is re-encoded."""
         with self._lock:
             self._sync_to(self._commits)  # publish any commit still waiting for its fsync
             chunks = list(self._wal_chunks)
@@ -302,17 +307,21 @@ class DiskLog(BaseLog):
             full = total if force else total // self.segment_events * self.segment_events
             if not full:
                 return []
+            first_seq = chunks[0].first_seq
+            boundary = first_seq + full  # the first seq that stays in the WAL
+            sealed = [c for c in chunks if c.first_seq < boundary]
             table = pa.Table.from_batches(
-                [b for c in chunks for b in c.batches(["seq", "recorded_at", *_BATCH_NAMES])])
-            json_total = sum(c.frame.json_bytes for c in chunks)
-            new: list[SegmentInfo] = []
+                [b for c in sealed for b in c.batches(["seq", "recorded_at", *_BATCH_NAMES])])
+            jobs = []
             for off in range(0, full, self.segment_events):
                 part = table.slice(off, min(self.segment_events, full - off))
-                first = int(part["seq"][0].as_py())
-                keys = self._keys.export(first, first + part.num_rows - 1)
-                new.append(write_segment(self.logdir, part, json_total * part.num_rows // total, keys))
-            nxt = self.logdir / wal_name(new[-1].last_seq + 1)
-            carried = self._write_carry_over(nxt, table.slice(full), json_total * (total - full) // total)
+                lo, hi = first_seq + off, first_seq + off + part.num_rows - 1
+                jobs.append((part, _json_share(sealed, lo, hi), self._keys.export(lo, hi)))
+            nxt = self.logdir / wal_name(boundary)
+            with ThreadPoolExecutor(max_workers=min(len(jobs), 4)) as pool:
+                futures = [pool.submit(write_segment, self.logdir, *job) for job in jobs]
+                carried = self._write_carry_over(nxt, chunks, boundary)
+                new = [f.result() for f in futures]
             manifest = Manifest(self.manifest.segments + new)
             manifest.save(self.logdir)  # the commit point of the seal
             self.manifest = manifest
@@ -323,36 +332,59 @@ class DiskLog(BaseLog):
             old.close()
             old.path.unlink()
             fsync_dir(self.logdir)
-            carried_chunks = [FrameChunk(f, self._wal_fd) for f in carried]
+            carried_chunks = [FrameChunk(f, self._wal_fd, cached) for f, cached in carried]
             seg_chunks = [SegmentChunk(self.logdir, s) for s in new]
             with self._pub_lock:
                 self._chunks = ([c for c in self._chunks if not isinstance(c, FrameChunk)] + seg_chunks
                                 + carried_chunks)
             self._wal_chunks = list(carried_chunks)
-            self._cached_bytes = 0
+            self._cached_bytes = sum(f.raw_length for f, cached in carried if cached is not None)
             return new
 
-    def _write_carry_over(self, path: Path, rest: pa.Table, json_bytes: int) -> list[Frame]:
-        """Write the unsealed remainder into a new WAL, one committed frame per recorded_at."""
+    def _write_carry_over(self, path: Path, chunks: list[FrameChunk], boundary: int
+                          ) -> list[tuple[Frame, pa.RecordBatch | None]]:
+        """Write the committed frames from seq `boundary` on into a new WAL (fsync'd): the part of
+        a frame straddling the boundary is re-encoded as a data frame, and everything after that
+        frame (the rest of its transaction, its COMMIT frame, later transactions) is copied
+        verbatim from the old WAL, every frame checked against its checksum on the way."""
+        assert self._writer is not None and self._wal_fd is not None
         w = WalWriter(path)
-        frames: list[Frame] = []
+        frames: list[tuple[Frame, pa.RecordBatch | None]] = []
+        spath = str(path)
         try:
             w.truncate(0)
-            if rest.num_rows:
-                rec = rest["recorded_at"].cast(pa.int64()).to_numpy()
-                cuts = [0, *(np.nonzero(np.diff(rec))[0] + 1).tolist(), len(rec)]
-                for a, b in zip(cuts[:-1], cuts[1:]):
-                    part = rest.slice(a, b - a)
-                    batch = part.select(_BATCH_NAMES).combine_chunks().to_batches()[0]
-                    payload, raw_len = encode_payload(batch)
-                    first = int(part["seq"][0].as_py())
-                    jb = json_bytes * (b - a) // rest.num_rows
-                    off = w.write(encode_frame(payload, raw_len, first, b - a, json_bytes=jb))
-                    w.write(encode_frame(b"", 0, first + b - a, 0, flags=COMMIT, recorded_at=int(rec[a])))
-                    frames.append(Frame(str(path), off, len(payload), raw_len, first, b - a, 0, int(rec[a]), jb))
+            rest = [c for c in chunks if c.last_seq >= boundary]
+            if rest:
+                head = rest[0]
+                copy_from = head.frame.offset
+                if head.first_seq < boundary:  # straddles the boundary: re-encode its tail
+                    fr = head.frame
+                    src = head.cached if head.cached is not None else read_frame_batch(fr, self._wal_fd.fd)
+                    part = src.slice(boundary - fr.first_seq)
+                    n = part.num_rows
+                    payload, raw_len = encode_payload(part)
+                    jb = fr.json_bytes * n // fr.count
+                    off = w.write(encode_frame(payload, raw_len, boundary, n, json_bytes=jb))
+                    frames.append((Frame(spath, off, len(payload), raw_len, boundary, n, 0, fr.recorded_at, jb),
+                                   part if head.cached is not None else None))
+                    copy_from = fr.end
+                    rest = rest[1:]
+                end = self._writer.size  # no transaction is open: the end of the last commit
+                data = os.pread(self._wal_fd.fd, end - copy_from, copy_from) if end > copy_from else b""
+                if len(data) != end - copy_from:
+                    raise CorruptionError("the WAL is shorter than its committed frames", file=str(self._writer.path))
+                verify_frames(data, copy_from, str(self._writer.path))
+                base = w.write(data) if data else w.size
+                for c in rest:
+                    f = c.frame
+                    frames.append((Frame(spath, f.offset - copy_from + base, f.length, f.raw_length, f.first_seq,
+                                         f.count, f.flags, f.recorded_at, f.json_bytes), c.cached))
             w.sync()
-        finally:
+        except BaseException:
             w.close()
+            path.unlink(missing_ok=True)
+            raise
+        w.close()
         fsync_dir(self.logdir)
         return frames
 
@@ -411,6 +443,16 @@ class DiskLog(BaseLog):
 
 
 _BATCH_NAMES = ["id", "source", "type", "subject", "time", "time_ts", "data", "meta", "ext"]
+
+
+def _json_share(chunks: list[FrameChunk], lo: int, hi: int) -> int:
+    """The JSON bytes of seqs lo..hi, each frame's share in proportion to its events."""
+    total = 0
+    for c in chunks:
+        a, b = max(lo, c.first_seq), min(hi, c.last_seq)
+        if a <= b:
+            total += c.frame.json_bytes * (b - a + 1) // c.frame.count
+    return total
 
 
 def _committed(f: Frame, recorded_at: int) -> Frame:

@@ -173,6 +173,24 @@ def _check_no_valid_frame_after(f, path: str, pos: int, size: int, problem: str)
         i = data.find(MAGIC, i + 1)
 
 
+def verify_frames(data: bytes | memoryview, base: int, path: str) -> int:
+    """Check that `data` (read from `path` at offset `base`) is a run of whole, intact frames;
+    returns how many. Raises CorruptionError at the first bad one."""
+    mv = memoryview(data)
+    pos, n = 0, 0
+    while pos < len(mv):
+        head = bytes(mv[pos : pos + HEADER_SIZE])
+        if len(head) < HEADER_SIZE:
+            raise CorruptionError("incomplete frame header in committed WAL data", file=path, offset=base + pos)
+        magic, _flags, length, *_rest, crc = HEADER.unpack(head)
+        end = pos + HEADER_SIZE + length
+        if magic != MAGIC or end > len(mv) or zlib.crc32(mv[pos + HEADER_SIZE : end], zlib.crc32(head[:40])) != crc:
+            raise CorruptionError("checksum mismatch in a committed frame (changed since it was verified)",
+                                  file=path, offset=base + pos)
+        pos, n = end, n + 1
+    return n
+
+
 def read_frame_batch(frame: Frame, fd: int | None = None) -> pa.RecordBatch:
     """The record batch of a (committed, verified) frame."""
     if fd is None:
