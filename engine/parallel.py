@@ -9,6 +9,7 @@ order, so the message and the all-or-nothing behaviour are those of the sequenti
 """
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -51,11 +52,12 @@ def _work(args: tuple[str, int, int, str, int]) -> tuple[int, Batch | None, BadI
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    for i, line in enumerate(lines):
-        if len(line) > max_record:
-            return len(lines), None, BadInput(
-                f"record is {len(line):,} bytes, over the {max_record:,}-byte limit", line=i + 1,
-                expected=f"records under {max_record:,} bytes (max_record_bytes)")
+    if lines and max(map(len, lines)) > max_record:
+        for i, line in enumerate(lines):
+            if len(line) > max_record:
+                return len(lines), None, BadInput(
+                    f"record is {len(line):,} bytes, over the {max_record:,}-byte limit", line=i + 1,
+                    expected=f"records under {max_record:,} bytes (max_record_bytes)")
     try:
         d = decode_chunk(1, lines, ADAPTERS["ndjson"], path, None)
         batch = to_batch(d, path, source, None) if d.envs else None
@@ -72,13 +74,19 @@ def plan(path: str, size: int, max_record: int) -> list[tuple[int, int]] | None:
 def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: int,
             workers: int | None = None) -> Iterator[tuple[Batch | None, int]]:
     """(batch, lines) per range, in file order; raises the first bad record's BadInput with its
-    absolute line number."""
+    absolute line number.
+
+    The first range is decoded in this process while the workers start (a worker has to start
+    a fresh interpreter and import ctxdb first: a fraction of a second the caller would
+    otherwise spend waiting); the forkserver imports ctxdb once, so workers fork ready to run."""
     workers = workers or max(2, os.cpu_count() or 2)
     ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
     line_base = 0
+    jobs = [(path, a, b, source, max_record) for a, b in spans]
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        jobs = [(path, a, b, source, max_record) for a, b in spans]
-        for n_lines, batch, err in pool.map(_work, jobs, chunksize=1):
+        rest = pool.map(_work, jobs[1:], chunksize=1) if len(jobs) > 1 else iter(())
+        for n_lines, batch, err in itertools.chain([_work(jobs[0])] if jobs else [], rest):
             if err is not None:
                 line = line_base + (err.line or 1)
                 raise BadInput(err.reason, file=path, line=line, field=err.field, expected=err.expected)

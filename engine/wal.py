@@ -39,7 +39,7 @@ HEADER_SIZE = HEADER.size  # 44
 COMMIT = 1
 MAX_FRAME = 1 << 30
 
-_CCTX = zstandard.ZstdCompressor(level=3)
+_CCTX = zstandard.ZstdCompressor(level=1)
 _DCTX = zstandard.ZstdDecompressor()
 
 

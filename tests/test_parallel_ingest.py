@@ -68,3 +68,18 @@ def test_parallel_path_leaves_overlong_lines_to_the_streaming_reader(tmp_path, p
             Ingest(db.log, max_record_bytes=1000).run([f])
         assert ei.value.line == 2 and "limit" in str(ei.value)
         assert db.last_seq == 0
+
+
+def test_parallel_error_in_the_first_range_decoded_by_the_parent(tmp_path, parallel_env):
+    """The first range is decoded in the calling process while the workers start: its errors are
+    reported like any other range's, and nothing is appended."""
+    evs = events(300)
+    evs[2]["subject"] = ""
+    f = write_ndjson(tmp_path / "e.ndjson", evs)
+    with ctxdb.open(tmp_path / "db") as db:
+        with pytest.raises(ctxdb.BadInput) as ei:
+            db.ingest(f)
+        assert ei.value.file == str(f) and ei.value.line == 3 and ei.value.field == "subject"
+        assert db.last_seq == 0
+        rep = db.ingest(write_ndjson(tmp_path / "ok.ndjson", events(300)))
+        assert rep.appended == 300 and [e.seq for e in db.read()] == list(range(1, 301))
