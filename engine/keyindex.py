@@ -122,8 +122,16 @@ class _Run:
 
     @classmethod
     def sorted(cls, hi: np.ndarray, lo: np.ndarray, seqs: np.ndarray) -> "_Run":
-        order = np.argsort(hi, kind="stable")
+        order = np.argsort(hi)
         return cls(hi[order], lo[order], np.asarray(seqs, np.int64)[order])
+
+    @classmethod
+    def merge(cls, a: "_Run", b: "_Run") -> "_Run":
+        """The union of two sorted runs: a stable sort of their concatenation, which finds the
+        two runs and merges them in linear time."""
+        hi = np.concatenate([a.hi, b.hi])
+        order = np.argsort(hi, kind="stable")
+        return cls(hi[order], np.concatenate([a.lo, b.lo])[order], np.concatenate([a.seq, b.seq])[order])
 
     def __len__(self) -> int:
         return len(self.hi)
@@ -170,8 +178,7 @@ class KeyIndex:
         self._runs.append(run)
         while len(self._runs) >= 2 and len(self._runs[-1]) * 4 >= len(self._runs[-2]):
             b, a = self._runs.pop(), self._runs.pop()
-            self._runs.append(_Run.sorted(np.concatenate([a.hi, b.hi]), np.concatenate([a.lo, b.lo]),
-                                          np.concatenate([a.seq, b.seq])))
+            self._runs.append(_Run.merge(a, b))
 
     def add_index(self, other: "KeyIndex") -> None:
         """Merge every entry of `other` (a committed transaction's keys) into this index."""
@@ -183,7 +190,7 @@ class KeyIndex:
         out = np.full(len(fp), -1, dtype=np.int64)
         if not self._runs or not len(fp):
             return out
-        order = np.argsort(fp[:, 0], kind="stable")
+        order = np.argsort(fp[:, 0])
         qhi, qlo = fp[order, 0], fp[order, 1]
         found = np.full(len(fp), -1, dtype=np.int64)
         for run in self._runs:
