@@ -29,7 +29,8 @@ from .keyindex import KeyIndex, fingerprints
 from .lockfile import WriterLock
 from .log import BaseLog, Chunk, with_positions
 from .segment import Manifest, SegmentInfo, load_keys, open_segment, write_segment
-from .wal import COMMIT, Frame, WalWriter, encode_frame, encode_payload, fsync_dir, read_frame_batch, scan, verify_frames
+from .wal import (COMMIT, HEADER_SIZE, RAW, Frame, WalWriter, decode_payload, encode_frame, encode_payload, frame_header,
+                  fsync_dir, read_frame_batch, scan, verify_frames)
 
 _WAL_RE = re.compile(r"^wal-(\d{20})\.log$")
 DEFAULT_SEGMENT_EVENTS = 262_144
@@ -240,11 +241,17 @@ class DiskLog(BaseLog):
         assert self._writer is not None
         if not self._txn_frames:
             self._txn_start_offset = self._writer.size
-        payload, raw_len = encode_payload(batch.table)
-        data = encode_frame(payload, raw_len, first_seq, len(batch), json_bytes=batch.json_bytes)
-        off = self._writer.write(data)
+        # Once the WAL holds a full segment's worth of events before this frame, the commit will
+        # seal this frame's events (all but a remainder the seal re-encodes compressed), so
+        # compressing them now would be thrown away: write the IPC stream as is (RAW).
+        raw = first_seq >= self.manifest.last_seq + 1 + self.segment_events
+        ipc = batch.ipc if batch.ipc is not None and batch.ipc.size else None
+        payload, raw_len = encode_payload(batch.table, raw=raw, ipc=ipc)
+        flags = RAW if raw else 0
+        head = frame_header(payload, raw_len, first_seq, len(batch), flags=flags, json_bytes=batch.json_bytes)
+        off = self._writer.write(head, payload)
         self._txn_frames.append(Frame(str(self._writer.path), off, len(payload), raw_len, first_seq,
-                                      len(batch), 0, 0, batch.json_bytes))
+                                      len(batch), flags, 0, batch.json_bytes))
         keep = self._cached_bytes + raw_len <= CACHE_BYTES
         self._txn_cache.append(batch.table if keep else None)
         self._cached_bytes += raw_len if keep else 0
@@ -346,7 +353,8 @@ class DiskLog(BaseLog):
         """Write the committed frames from seq `boundary` on into a new WAL (fsync'd): the part of
         a frame straddling the boundary is re-encoded as a data frame, and everything after that
         frame (the rest of its transaction, its COMMIT frame, later transactions) is copied
-        verbatim from the old WAL, every frame checked against its checksum on the way."""
+        verbatim from the old WAL, every frame checked against its checksum on the way, except
+        RAW frames, which are re-encoded compressed."""
         assert self._writer is not None and self._wal_fd is not None
         w = WalWriter(path)
         frames: list[tuple[Frame, pa.RecordBatch | None]] = []
@@ -361,24 +369,50 @@ class DiskLog(BaseLog):
                     fr = head.frame
                     src = head.cached if head.cached is not None else read_frame_batch(fr, self._wal_fd.fd)
                     part = src.slice(boundary - fr.first_seq)
-                    n = part.num_rows
-                    payload, raw_len = encode_payload(part)
-                    jb = fr.json_bytes * n // fr.count
-                    off = w.write(encode_frame(payload, raw_len, boundary, n, json_bytes=jb))
-                    frames.append((Frame(spath, off, len(payload), raw_len, boundary, n, 0, fr.recorded_at, jb),
-                                   part if head.cached is not None else None))
+                    frames.append(self._reencode(w, part, boundary, fr.json_bytes * part.num_rows // fr.count,
+                                                 fr.recorded_at, keep=head.cached is not None))
                     copy_from = fr.end
                     rest = rest[1:]
                 end = self._writer.size  # no transaction is open: the end of the last commit
                 data = os.pread(self._wal_fd.fd, end - copy_from, copy_from) if end > copy_from else b""
                 if len(data) != end - copy_from:
                     raise CorruptionError("the WAL is shorter than its committed frames", file=str(self._writer.path))
-                verify_frames(data, copy_from, str(self._writer.path))
-                base = w.write(data) if data else w.size
-                for c in rest:
-                    f = c.frame
-                    frames.append((Frame(spath, f.offset - copy_from + base, f.length, f.raw_length, f.first_seq,
-                                         f.count, f.flags, f.recorded_at, f.json_bytes), c.cached))
+                old_frames = verify_frames(data, copy_from, str(self._writer.path))
+                by_offset = {c.frame.offset: c for c in rest}
+                if any(f.count and f.offset not in by_offset for _, f in old_frames):
+                    raise CorruptionError("the WAL's frames do not match its committed events",
+                                          file=str(self._writer.path))
+                mv = memoryview(data)
+                run_start = None  # a run of frames copied verbatim, written in one go
+                for pos, f in old_frames:
+                    if f.flags & RAW and f.count:
+                        if run_start is not None:
+                            w.write(mv[run_start:pos])
+                            run_start = None
+                        c = by_offset[f.offset]
+                        table = c.cached if c.cached is not None else decode_payload(
+                            mv[pos + HEADER_SIZE : pos + HEADER_SIZE + f.length], f.raw_length, f.flags)
+                        frames.append(self._reencode(w, table, f.first_seq, f.json_bytes, c.frame.recorded_at,
+                                                     keep=c.cached is not None))
+                        continue
+                    if run_start is None:
+                        run_start = pos
+                    if f.count:
+                        c = by_offset[f.offset]
+                        off = w.size + (pos - run_start)
+                        frames.append((Frame(spath, off, f.length, f.raw_length, f.first_seq, f.count, f.flags,
+                                             c.frame.recorded_at, f.json_bytes), c.cached))
+                if run_start is not None:
+                    w.write(mv[run_start:])
+                expect = boundary
+                for f, _ in frames:
+                    if f.first_seq != expect:
+                        raise CorruptionError(f"the WAL's frames do not match its committed events at seq {expect}",
+                                              file=str(self._writer.path))
+                    expect += f.count
+                if expect != chunks[-1].last_seq + 1:
+                    raise CorruptionError(f"the WAL's frames end at seq {expect - 1}, expected {chunks[-1].last_seq}",
+                                          file=str(self._writer.path))
             w.sync()
         except BaseException:
             w.close()
@@ -387,6 +421,16 @@ class DiskLog(BaseLog):
         w.close()
         fsync_dir(self.logdir)
         return frames
+
+    @staticmethod
+    def _reencode(w: WalWriter, table: pa.RecordBatch, first_seq: int, json_bytes: int, recorded_at: int,
+                  *, keep: bool) -> tuple[Frame, pa.RecordBatch | None]:
+        """Write `table` as a compressed data frame (part of a committed transaction)."""
+        payload, raw_len = encode_payload(table)
+        n = table.num_rows
+        off = w.write(frame_header(payload, raw_len, first_seq, n, json_bytes=json_bytes), payload)
+        return Frame(str(w.path), off, len(payload), raw_len, first_seq, n, 0, recorded_at, json_bytes), (
+            table if keep else None)
 
     # ---- misc ----------------------------------------------------------------------------
     def stats(self) -> dict:

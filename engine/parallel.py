@@ -6,14 +6,26 @@ over the machine's cores.
 Used only where it cannot change the outcome: uncompressed files in the NDJSON envelope format,
 without --skip-bad. Errors are re-raised in the parent with the absolute line number, in file
 order, so the message and the all-or-nothing behaviour are those of the sequential path.
+
+A worker hands its batch back as an Arrow IPC stream in a file under /dev/shm (when there is a
+writable one; else pickled through the pool's pipe): the parent maps it without copying, and the
+WAL writes that same stream without serialising the batch again. The file is unlinked as soon as
+it is mapped; at most a few ranges are in flight, and files left by a process that died are
+removed by the next parallel ingest.
 """
 from __future__ import annotations
 
 import itertools
 import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
+import secrets
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
 
 from .codec import Batch
 from .errors import BadInput
@@ -40,30 +52,111 @@ def ranges(path: str, size: int, step: int, max_record: int) -> list[tuple[int, 
     return out
 
 
-def _work(args: tuple[str, int, int, str, int]) -> tuple[int, Batch | None, BadInput | None]:
+SHM_DIR = "/dev/shm"
+_PREFIX = "ctxdb-ingest-"
+
+
+@dataclass(frozen=True)
+class _Shipped:
+    """A worker's batch, its table left in a shared-memory file."""
+
+    path: str
+    size: int
+    fp: np.ndarray
+    lines: list[int] | None
+    json_bytes: int
+
+
+def _work(args: tuple) -> tuple[int, Batch | _Shipped | None, BadInput | None]:
     """(lines in the range, batch or None, error with a range-relative line)."""
     from .ingest import decode_chunk, to_batch
     from .formats import ADAPTERS
 
-    path, start, end, source, max_record = args
+    path, start, end, source, max_record, ship_to = args
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    if lines and max(map(len, lines)) > max_record:
+    nbytes = len(data) + (0 if not data or data.endswith(b"\n") else 1)
+    if len(data) > max_record and lines and max(map(len, lines)) > max_record:
         for i, line in enumerate(lines):
             if len(line) > max_record:
                 return len(lines), None, BadInput(
                     f"record is {len(line):,} bytes, over the {max_record:,}-byte limit", line=i + 1,
                     expected=f"records under {max_record:,} bytes (max_record_bytes)")
     try:
-        d = decode_chunk(1, lines, ADAPTERS["ndjson"], path, None)
+        d = decode_chunk(1, lines, ADAPTERS["ndjson"], path, None, nbytes)
         batch = to_batch(d, path, source, None) if d.envs else None
     except BadInput as exc:
         return len(lines), None, exc
+    if batch is not None and ship_to is not None:
+        shipped = _ship(batch, ship_to)
+        if shipped is not None:
+            return len(lines), shipped, None
     return len(lines), batch, None
+
+
+def _ship(batch: Batch, path: str) -> _Shipped | None:
+    from .wal import ipc_stream
+
+    stream = ipc_stream(batch.table)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(stream)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError:  # full or unusable: send the batch through the pipe instead
+        _unlink(path)
+        return None
+    return _Shipped(path, stream.size, batch.fp, batch.lines, batch.json_bytes)
+
+
+def _receive(item: Batch | _Shipped | None) -> Batch | None:
+    if not isinstance(item, _Shipped):
+        return item
+    try:
+        with pa.memory_map(item.path) as m:
+            buf = m.read_buffer(item.size)
+    finally:
+        _unlink(item.path)
+    table = pa.ipc.open_stream(buf).read_next_batch()
+    return Batch(table, item.fp, item.lines, item.json_bytes, ipc=buf)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _ship_dir() -> str | None:
+    d = os.environ.get("CTXDB_SHM_DIR", SHM_DIR)
+    if not d or not os.path.isdir(d) or not os.access(d, os.W_OK | os.X_OK):
+        return None
+    _sweep(d)
+    return d
+
+
+def _sweep(d: str) -> None:
+    """Remove files left by ingests whose process is gone (killed before it could unlink them)."""
+    try:
+        names = [n for n in os.listdir(d) if n.startswith(_PREFIX)]
+    except OSError:
+        return
+    for n in names:
+        try:
+            pid = int(n[len(_PREFIX):].split("-", 1)[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _unlink(os.path.join(d, n))
+        except (ValueError, OSError):
+            continue
 
 
 def plan(path: str, size: int, max_record: int) -> list[tuple[int, int]] | None:
@@ -78,17 +171,53 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
 
     The first range is decoded in this process while the workers start (a worker has to start
     a fresh interpreter and import ctxdb first: a fraction of a second the caller would
-    otherwise spend waiting); the forkserver imports ctxdb once, so workers fork ready to run."""
+    otherwise spend waiting); the forkserver imports ctxdb once, so workers fork ready to run.
+    At most two ranges per worker are in flight, bounding memory."""
     workers = workers or max(2, os.cpu_count() or 2)
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload([__name__])
+    ship = _ship_dir() if len(spans) > 1 else None
+    tag = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+    jobs = [(path, a, b, source, max_record, None if ship is None else os.path.join(ship, f"{tag}-{i}"))
+            for i, (a, b) in enumerate(spans)]
+    if not jobs:
+        return
+    pending: deque[Future] = deque()
+    todo = iter(jobs[1:])
     line_base = 0
-    jobs = [(path, a, b, source, max_record) for a, b in spans]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        rest = pool.map(_work, jobs[1:], chunksize=1) if len(jobs) > 1 else iter(())
-        for n_lines, batch, err in itertools.chain([_work(jobs[0])] if jobs else [], rest):
-            if err is not None:
-                line = line_base + (err.line or 1)
-                raise BadInput(err.reason, file=path, line=line, field=err.field, expected=err.expected)
-            line_base += n_lines
-            yield batch, n_lines
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            def fill() -> None:
+                while len(pending) < 2 * workers:
+                    job = next(todo, None)
+                    if job is None:
+                        return
+                    pending.append(pool.submit(_work, job))
+
+            try:
+                fill()
+                first = _work(jobs[0][:5] + (None,))
+                for n_lines, item, err in itertools.chain([first], _drain(pending, fill)):
+                    batch = _receive(item)
+                    if err is not None:
+                        line = line_base + (err.line or 1)
+                        raise BadInput(err.reason, file=path, line=line, field=err.field, expected=err.expected)
+                    line_base += n_lines
+                    yield batch, n_lines
+            finally:
+                for fut in pending:  # not consumed (an error, or the caller stopped)
+                    fut.cancel()
+    finally:
+        for fut in pending:  # the pool has finished those that were running: drop their files
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                _, item, _ = fut.result()
+                if isinstance(item, _Shipped):
+                    _unlink(item.path)
+
+
+def _drain(pending: deque, fill) -> Iterator[tuple]:
+    while pending:
+        res = pending[0].result()
+        pending.popleft()
+        fill()
+        yield res
