@@ -15,11 +15,9 @@ removed by the next parallel ingest.
 """
 from __future__ import annotations
 
-import itertools
 import multiprocessing as mp
 import os
 import secrets
-from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
@@ -169,10 +167,11 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
     """(batch, lines) per range, in file order; raises the first bad record's BadInput with its
     absolute line number.
 
-    The first range is decoded in this process while the workers start (a worker has to start
-    a fresh interpreter and import ctxdb first: a fraction of a second the caller would
-    otherwise spend waiting); the forkserver imports ctxdb once, so workers fork ready to run.
-    At most two ranges per worker are in flight, bounding memory."""
+    At most two ranges per worker are in flight, bounding memory. This process decodes the
+    first range itself, and then, whenever the next range in file order is not back from a
+    worker yet, the next range nobody has started: at the start (a worker has to start a fresh
+    interpreter and import ctxdb first; the forkserver imports it once, so workers fork ready
+    to run), and whenever it would otherwise wait."""
     workers = workers or max(2, os.cpu_count() or 2)
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload([__name__])
@@ -182,22 +181,37 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
             for i, (a, b) in enumerate(spans)]
     if not jobs:
         return
-    pending: deque[Future] = deque()
-    todo = iter(jobs[1:])
+    futures: dict[int, Future] = {}
+    local: dict[int, tuple] = {}  # ranges decoded here, waiting for their turn
+    nxt = 1  # the next range neither submitted nor decoded here
     line_base = 0
+
+    def run_here(i: int) -> tuple:
+        return _work(jobs[i][:5] + (None,))  # no shipping: the result is already here
+
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             def fill() -> None:
-                while len(pending) < 2 * workers:
-                    job = next(todo, None)
-                    if job is None:
-                        return
-                    pending.append(pool.submit(_work, job))
+                nonlocal nxt
+                while len(futures) < 2 * workers and nxt < len(jobs):
+                    futures[nxt] = pool.submit(_work, jobs[nxt])
+                    nxt += 1
 
             try:
                 fill()
-                first = _work(jobs[0][:5] + (None,))
-                for n_lines, item, err in itertools.chain([first], _drain(pending, fill)):
+                local[0] = run_here(0)
+                for i in range(len(jobs)):
+                    if i in local:
+                        res = local.pop(i)
+                    else:
+                        fut = futures[i]
+                        while not fut.done() and nxt < len(jobs) and not local:
+                            local[nxt] = run_here(nxt)
+                            nxt += 1
+                        res = fut.result()
+                        del futures[i]
+                    fill()
+                    n_lines, item, err = res
                     batch = _receive(item)
                     if err is not None:
                         line = line_base + (err.line or 1)
@@ -205,19 +219,11 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
                     line_base += n_lines
                     yield batch, n_lines
             finally:
-                for fut in pending:  # not consumed (an error, or the caller stopped)
+                for fut in futures.values():  # not consumed (an error, or the caller stopped)
                     fut.cancel()
     finally:
-        for fut in pending:  # the pool has finished those that were running: drop their files
+        for fut in futures.values():  # the pool has finished those that were running: drop their files
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 _, item, _ = fut.result()
                 if isinstance(item, _Shipped):
                     _unlink(item.path)
-
-
-def _drain(pending: deque, fill) -> Iterator[tuple]:
-    while pending:
-        res = pending[0].result()
-        pending.popleft()
-        fill()
-        yield res
