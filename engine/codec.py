@@ -311,19 +311,7 @@ def _build(envs: Sequence[Envelope], default_source: str, lines: list[int] | Non
 
 
 def _str_column(values: list[Any]) -> pa.Array:
-    """pa.array(values, pa.string()), faster for the usual case of ASCII strings: one join and
-    one encode for the whole column instead of a conversion per string."""
-    try:
-        joined = "".join(values)
-    except TypeError:  # None (null) or not a str: the general conversion decides
-        return pa.array(values, pa.string())
-    if not joined.isascii() or len(joined) >= 1 << 31:
-        return pa.array(values, pa.string())
-    n = len(values)
-    offsets = np.empty(n + 1, dtype=np.int32)
-    offsets[0] = 0
-    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=n), out=offsets[1:])
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(joined.encode("ascii"))])
+    return pa.array(values, pa.string())
 
 
 def _has_empty(arr: pa.Array) -> bool:

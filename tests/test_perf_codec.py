@@ -1,5 +1,5 @@
-"""Fast paths of batch building give exactly what the general code gives: ASCII string columns
-built from one joined buffer, the plain-UTC time check on raw bytes."""
+"""Fast paths of batch building give exactly what the general code gives: string columns (and
+their null/empty checks on the Arrow arrays), the plain-UTC time check on raw bytes."""
 from __future__ import annotations
 
 import pyarrow as pa
