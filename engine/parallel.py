@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import secrets
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
@@ -53,6 +54,7 @@ def ranges(path: str, size: int, step: int, max_record: int) -> list[tuple[int, 
 
 
 SHM_DIR = "/dev/shm"
+SWEEP_AGE_S = 600
 _PREFIX = "ctxdb-ingest-"
 
 
@@ -99,21 +101,15 @@ def _work(args: tuple) -> tuple[int, Batch | _Shipped | None, BadInput | None]:
 
 
 def _ship(batch: Batch, path: str) -> _Shipped | None:
-    from .wal import ipc_stream
-
-    stream = ipc_stream(batch.table)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(stream)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-    except OSError:  # full or unusable: send the batch through the pipe instead
+        with pa.OSFile(path, "wb") as f:  # the name is unique to this ingest and range
+            with pa.ipc.new_stream(f, batch.table.schema) as w:
+                w.write_batch(batch.table)
+            size = f.tell()
+    except (OSError, pa.ArrowException):  # full or unusable: send the batch through the pipe instead
         _unlink(path)
         return None
-    return _Shipped(path, stream.size, batch.fp, batch.lines, batch.json_bytes)
+    return _Shipped(path, size, batch.fp, batch.lines, batch.json_bytes)
 
 
 def _receive(item: Batch | _Shipped | None) -> Batch | None:
@@ -144,17 +140,23 @@ def _ship_dir() -> str | None:
 
 
 def _sweep(d: str) -> None:
-    """Remove files left by ingests whose process is gone (killed before it could unlink them)."""
+    """Remove files left by ingests whose process is gone (killed before it could unlink them).
+    Only files over SWEEP_AGE_S old are considered: a pid that looks dead may belong to another
+    PID namespace sharing the directory, whose files in flight live for seconds."""
     try:
         names = [n for n in os.listdir(d) if n.startswith(_PREFIX)]
     except OSError:
         return
+    now = time.time()
     for n in names:
+        p = os.path.join(d, n)
         try:
             pid = int(n[len(_PREFIX):].split("-", 1)[0])
+            if now - os.stat(p).st_mtime < SWEEP_AGE_S:
+                continue
             os.kill(pid, 0)
         except ProcessLookupError:
-            _unlink(os.path.join(d, n))
+            _unlink(p)
         except (ValueError, OSError):
             continue
 

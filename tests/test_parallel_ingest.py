@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -119,12 +120,16 @@ def test_stale_shared_memory_files_of_dead_processes_are_swept(tmp_path, paralle
     monkeypatch.setenv("CTXDB_SHM_DIR", str(shm))
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()  # a pid that is gone
-    (shm / f"ctxdb-ingest-{proc.pid}-abc-3").write_bytes(b"left by a killed ingest")
-    (shm / f"ctxdb-ingest-{os.getpid()}-abc-4").write_bytes(b"a live process's")
-    (shm / "unrelated").write_bytes(b"")
+    old = time.time() - 3600
+    for name, data in ((f"ctxdb-ingest-{proc.pid}-abc-3", b"left by a killed ingest"),
+                       (f"ctxdb-ingest-{os.getpid()}-abc-4", b"a live process's"), ("unrelated", b"")):
+        (shm / name).write_bytes(data)
+        os.utime(shm / name, (old, old))
+    (shm / f"ctxdb-ingest-{proc.pid}-abc-5").write_bytes(b"too recent to judge")
     with ctxdb.open(tmp_path / "db") as db:
         assert db.ingest(write_ndjson(tmp_path / "e.ndjson", events(200))).appended == 200
-    assert sorted(os.listdir(shm)) == [f"ctxdb-ingest-{os.getpid()}-abc-4", "unrelated"]
+    assert sorted(os.listdir(shm)) == [f"ctxdb-ingest-{os.getpid()}-abc-4", f"ctxdb-ingest-{proc.pid}-abc-5",
+                                       "unrelated"]
 
 
 def test_without_shared_memory_batches_go_through_the_pipe(tmp_path, parallel_env, monkeypatch):
