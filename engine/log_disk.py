@@ -29,12 +29,13 @@ from .keyindex import KeyIndex, fingerprints
 from .lockfile import WriterLock
 from .log import BaseLog, Chunk, with_positions
 from .segment import Manifest, SegmentInfo, load_keys, open_segment, write_segment
-from .wal import (COMMIT, HEADER_SIZE, RAW, Frame, WalWriter, decode_payload, encode_frame, encode_payload, frame_header,
+from .wal import (COMMIT, HEADER_SIZE, RAW, Frame, WalWriter, decode_payload, encode_frame, encode_payload, frame_header, ipc_stream,
                   fsync_dir, read_frame_batch, scan, verify_frames)
 
 _WAL_RE = re.compile(r"^wal-(\d{20})\.log$")
 DEFAULT_SEGMENT_EVENTS = 262_144
 CACHE_BYTES = 512 << 20  # uncompressed WAL batches kept in memory until sealed
+MAX_RAW_FRAME = 256 << 20  # larger payloads are compressed even when about to be sealed
 
 
 def wal_name(first_seq: int) -> str:
@@ -244,8 +245,10 @@ class DiskLog(BaseLog):
         # Once the WAL holds a full segment's worth of events before this frame, the commit will
         # seal this frame's events (all but a remainder the seal re-encodes compressed), so
         # compressing them now would be thrown away: write the IPC stream as is (RAW).
-        raw = first_seq >= self.manifest.last_seq + 1 + self.segment_events
         ipc = batch.ipc if batch.ipc is not None and batch.ipc.size else None
+        if ipc is None:
+            ipc = ipc_stream(batch.table)
+        raw = first_seq >= self.manifest.last_seq + 1 + self.segment_events and ipc.size <= MAX_RAW_FRAME
         payload, raw_len = encode_payload(batch.table, raw=raw, ipc=ipc)
         flags = RAW if raw else 0
         head = frame_header(payload, raw_len, first_seq, len(batch), flags=flags, json_bytes=batch.json_bytes)

@@ -126,3 +126,15 @@ def test_torn_raw_frame_at_the_tail_is_truncated(tmp_path):
     with ctxdb.open(path) as db:
         assert [e.seq for e in db.read()] == [1, 2, 3, 4, 5]
         assert db.recovery and "torn tail truncated" in db.recovery.messages[0]
+
+
+def test_frames_over_the_raw_limit_are_compressed(tmp_path, monkeypatch):
+    import ctxdb.log_disk as log_disk
+
+    path = tmp_path / "s"
+    log = DiskLog(path, segment_events=SEG)
+    monkeypatch.setattr(log_disk, "MAX_RAW_FRAME", 100)  # every frame is over it
+    monkeypatch.setattr(DiskLog, "_maybe_seal", lambda self: None)
+    _big_txn(log)
+    assert all(not raw for _, _, raw in _flags(path, 1))
+    log.close()
