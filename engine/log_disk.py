@@ -326,10 +326,14 @@ class DiskLog(BaseLog):
             for off in range(0, full, self.segment_events):
                 part = table.slice(off, min(self.segment_events, full - off))
                 lo, hi = first_seq + off, first_seq + off + part.num_rows - 1
-                jobs.append((part, _json_share(sealed, lo, hi), self._keys.export(lo, hi)))
+                jobs.append((part, _json_share(sealed, lo, hi), lo, hi))
             nxt = self.logdir / wal_name(boundary)
+
+            def write(part: pa.Table, json_bytes: int, lo: int, hi: int) -> SegmentInfo:
+                return write_segment(self.logdir, part, json_bytes, self._keys.export(lo, hi))
+
             with ThreadPoolExecutor(max_workers=min(len(jobs), 4)) as pool:
-                futures = [pool.submit(write_segment, self.logdir, *job) for job in jobs]
+                futures = [pool.submit(write, *job) for job in jobs]
                 carried = self._write_carry_over(nxt, chunks, boundary)
                 new = [f.result() for f in futures]
             manifest = Manifest(self.manifest.segments + new)
