@@ -221,11 +221,13 @@ class _Decoded:
 
 
 def decode_chunk(first: int, lines: list[bytes], adapter: Callable[[bytes], Envelope], name: str,
-                 skip: Callable[[int, str, bytes], None] | None) -> _Decoded:
-    nbytes = sum(map(len, lines)) + len(lines)
+                 skip: Callable[[int, str, bytes], None] | None, nbytes: int | None = None) -> _Decoded:
+    """`nbytes`: the bytes the lines came from, newlines included (computed when not given)."""
+    if nbytes is None:
+        nbytes = sum(map(len, lines)) + len(lines)
     if adapter is ADAPTERS["ndjson"] and all(lines):
         try:
-            return _Decoded([_DEC.decode(x) for x in lines], None, lines, first, nbytes)
+            return _Decoded(list(map(_DEC.decode, lines)), None, lines, first, nbytes)
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
             pass  # extension attributes, or a bad line: per-line path below (with line numbers)
     envs, nums, raws = [], [], []

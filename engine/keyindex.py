@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 _U = np.uint64
 _M1, _M2 = _U(0x9E3779B97F4A7C15), _U(0xC2B2AE3D27D4EB4F)
 _F1, _F2 = _U(0xFF51AFD7ED558CCD), _U(0xC4CEB9FE1A85EC53)
+_ALL = _U(0xFFFFFFFFFFFFFFFF)
 _LONG = 256  # keys longer than this are hashed one by one (rare; keeps the padded matrix small)
 
 
@@ -32,60 +33,80 @@ def _fmix(h: np.ndarray) -> np.ndarray:
 
 def fingerprints(sources: pa.Array, ids: pa.Array) -> np.ndarray:
     """(n, 2) uint64 fingerprints of the keys `source \\x1f id`. Deterministic across processes
-    and versions of NumPy/Arrow (it depends only on the UTF-8 bytes of the key)."""
+    and versions of NumPy/Arrow (it depends only on the UTF-8 bytes of the key).
+
+    Each key is hashed as little-endian 64-bit words (the last one zero-padded) folded into two
+    lanes; the j-th words of all keys are read with one gather from overlapping 8-byte windows
+    over the joined key bytes, so the cost is a few vectorised passes per word of the longest
+    key (capped at 256 bytes; longer keys get BLAKE2b)."""
     n = len(ids)
     out = np.zeros((n, 2), dtype=np.uint64)
     if n == 0:
         return out
-    key = pc.binary_join_element_wise(sources, ids, "\x1f").cast(pa.large_binary())
+    key = pc.binary_join_element_wise(sources, ids, "\x1f")
     key = key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
     bufs = key.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64)[key.offset : key.offset + n + 1]
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(1, np.uint8)
-    if len(data) == 0:
-        data = np.zeros(1, np.uint8)
-    lens = np.diff(offsets)
-    long_rows = np.nonzero(lens > _LONG)[0]
-    width = int(min(int(lens.max()), _LONG))
-    width = max(8, (width + 7) // 8 * 8)
-    cols = np.arange(width)
-    idx = offsets[:-1, None] + cols[None, :]
-    mat = np.take(data, idx, mode="clip")
-    mat[cols[None, :] >= lens[:, None]] = 0
-    words = np.ascontiguousarray(mat).view("<u8")
-    h1 = lens.astype(np.uint64) * _M1 + _U(0x243F6A8885A308D3)
-    h2 = lens.astype(np.uint64) * _M2 + _U(0x13198A2E03707344)
+    large = pa.types.is_large_binary(key.type) or pa.types.is_large_string(key.type)
+    offsets = np.frombuffer(bufs[1], dtype=np.int64 if large else np.int32)[key.offset : key.offset + n + 1]
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    starts = offsets[:-1].astype(np.int64) - lo
+    lens = np.diff(offsets).astype(np.int64)
+    # The key bytes plus 8 zero bytes, read as overlapping little-endian words: word k is
+    # bytes k..k+7, so a key's j-th word is one gather at its start + 8j.
+    padded = np.zeros(hi - lo + 8, dtype=np.uint8)
+    if hi > lo:
+        padded[: hi - lo] = np.frombuffer(bufs[2], dtype=np.uint8, count=hi - lo, offset=lo)
+    win = np.ndarray(shape=(hi - lo + 1,), dtype="<u8", buffer=padded.data, strides=(1,))
+    maxlen = int(lens.max())
+    width = max(8, (min(maxlen, _LONG) + 7) // 8 * 8)
+    ul = lens.astype(np.uint64)
+    h1 = ul * _M1 + _U(0x243F6A8885A308D3)
+    h2 = ul * _M2 + _U(0x13198A2E03707344)
+    minlen = int(lens.min())
     with np.errstate(over="ignore"):
-        for j in range(words.shape[1]):
-            # Only words that hold key bytes are mixed in, so a key's fingerprint does not depend
-            # on the width of the longest key in its batch.
-            w = words[:, j]
-            n1 = (h1 ^ w) * _M1
+        for j in range(width // 8):
+            w = win[np.minimum(starts + 8 * j, hi - lo)]
+            if 8 * j + 8 > minlen:  # some keys end inside (or before) this word: zero the bytes past the end
+                rem = np.clip(lens - 8 * j, 0, 8).astype(np.uint64)
+                w &= np.where(rem >= 8, _ALL, (_U(1) << (rem * _U(8))) - _U(1))
+            n1 = h1 ^ w
+            n1 *= _M1
             n1 = (n1 << _U(31)) | (n1 >> _U(33))
-            n2 = (h2 + w) * _M2
-            n2 = n2 ^ (n2 >> _U(29))
-            active = lens > 8 * j
-            h1 = np.where(active, n1, h1)
-            h2 = np.where(active, n2, h2)
+            n2 = h2 + w
+            n2 *= _M2
+            n2 ^= n2 >> _U(29)
+            if 8 * j < minlen:
+                h1, h2 = n1, n2
+            else:
+                active = lens > 8 * j
+                np.copyto(h1, n1, where=active)
+                np.copyto(h2, n2, where=active)
         out[:, 0] = _fmix(h1 ^ (h2 >> _U(7)))
         out[:, 1] = _fmix(h2 + h1)
-    for r in long_rows:  # exact digest for very long keys
-        d = hashlib.blake2b(key[int(r)].as_py(), digest_size=16).digest()
-        out[r, 0] = int.from_bytes(d[:8], "little")
-        out[r, 1] = int.from_bytes(d[8:], "little")
+    if maxlen > _LONG:
+        kb = key.cast(pa.large_binary()) if not pa.types.is_large_binary(key.type) else key
+        for r in np.nonzero(lens > _LONG)[0]:
+            d = hashlib.blake2b(kb[int(r)].as_py(), digest_size=16).digest()
+            out[r, 0] = int.from_bytes(d[:8], "little")
+            out[r, 1] = int.from_bytes(d[8:], "little")
     return out
 
 
 def first_occurrences(fp: np.ndarray) -> np.ndarray:
     """Boolean mask: True for the first row of each distinct fingerprint (in row order)."""
     n = len(fp)
+    if n < 2:
+        return np.ones(n, dtype=bool)
+    hi = fp[:, 0]
+    s = np.sort(hi)
+    if not (s[1:] == s[:-1]).any():  # distinct high halves: every row is a first occurrence
+        return np.ones(n, dtype=bool)
     mask = np.zeros(n, dtype=bool)
-    if n:
-        order = np.lexsort((np.arange(n), fp[:, 1], fp[:, 0]))
-        s = fp[order]
-        new = np.ones(n, dtype=bool)
-        new[1:] = (s[1:, 0] != s[:-1, 0]) | (s[1:, 1] != s[:-1, 1])
-        mask[order[new]] = True
+    order = np.lexsort((np.arange(n), fp[:, 1], hi))
+    s2 = fp[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (s2[1:, 0] != s2[:-1, 0]) | (s2[1:, 1] != s2[:-1, 1])
+    mask[order[new]] = True
     return mask
 
 
@@ -101,8 +122,16 @@ class _Run:
 
     @classmethod
     def sorted(cls, hi: np.ndarray, lo: np.ndarray, seqs: np.ndarray) -> "_Run":
-        order = np.argsort(hi, kind="stable")
+        order = np.argsort(hi)
         return cls(hi[order], lo[order], np.asarray(seqs, np.int64)[order])
+
+    @classmethod
+    def merge(cls, a: "_Run", b: "_Run") -> "_Run":
+        """The union of two sorted runs: a stable sort of their concatenation, which finds the
+        two runs and merges them in linear time."""
+        hi = np.concatenate([a.hi, b.hi])
+        order = np.argsort(hi, kind="stable")
+        return cls(hi[order], np.concatenate([a.lo, b.lo])[order], np.concatenate([a.seq, b.seq])[order])
 
     def __len__(self) -> int:
         return len(self.hi)
@@ -149,8 +178,7 @@ class KeyIndex:
         self._runs.append(run)
         while len(self._runs) >= 2 and len(self._runs[-1]) * 4 >= len(self._runs[-2]):
             b, a = self._runs.pop(), self._runs.pop()
-            self._runs.append(_Run.sorted(np.concatenate([a.hi, b.hi]), np.concatenate([a.lo, b.lo]),
-                                          np.concatenate([a.seq, b.seq])))
+            self._runs.append(_Run.merge(a, b))
 
     def add_index(self, other: "KeyIndex") -> None:
         """Merge every entry of `other` (a committed transaction's keys) into this index."""
@@ -162,7 +190,7 @@ class KeyIndex:
         out = np.full(len(fp), -1, dtype=np.int64)
         if not self._runs or not len(fp):
             return out
-        order = np.argsort(fp[:, 0], kind="stable")
+        order = np.argsort(fp[:, 0])
         qhi, qlo = fp[order, 0], fp[order, 1]
         found = np.full(len(fp), -1, dtype=np.int64)
         for run in self._runs:

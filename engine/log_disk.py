@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,11 +29,13 @@ from .keyindex import KeyIndex, fingerprints
 from .lockfile import WriterLock
 from .log import BaseLog, Chunk, with_positions
 from .segment import Manifest, SegmentInfo, load_keys, open_segment, write_segment
-from .wal import COMMIT, Frame, WalWriter, encode_frame, encode_payload, fsync_dir, read_frame_batch, scan
+from .wal import (COMMIT, HEADER_SIZE, RAW, Frame, WalWriter, decode_payload, encode_frame, encode_payload, frame_header, ipc_stream,
+                  fsync_dir, read_frame_batch, scan, verify_frames)
 
 _WAL_RE = re.compile(r"^wal-(\d{20})\.log$")
 DEFAULT_SEGMENT_EVENTS = 262_144
 CACHE_BYTES = 512 << 20  # uncompressed WAL batches kept in memory until sealed
+MAX_RAW_FRAME = 256 << 20  # larger payloads are compressed even when about to be sealed
 
 
 def wal_name(first_seq: int) -> str:
@@ -239,11 +242,19 @@ class DiskLog(BaseLog):
         assert self._writer is not None
         if not self._txn_frames:
             self._txn_start_offset = self._writer.size
-        payload, raw_len = encode_payload(batch.table)
-        data = encode_frame(payload, raw_len, first_seq, len(batch), json_bytes=batch.json_bytes)
-        off = self._writer.write(data)
+        # Once the WAL holds a full segment's worth of events before this frame, the commit will
+        # seal this frame's events (all but a remainder the seal re-encodes compressed), so
+        # compressing them now would be thrown away: write the IPC stream as is (RAW).
+        ipc = batch.ipc if batch.ipc is not None and batch.ipc.size else None
+        if ipc is None:
+            ipc = ipc_stream(batch.table)
+        raw = first_seq >= self.manifest.last_seq + 1 + self.segment_events and ipc.size <= MAX_RAW_FRAME
+        payload, raw_len = encode_payload(batch.table, raw=raw, ipc=ipc)
+        flags = RAW if raw else 0
+        head = frame_header(payload, raw_len, first_seq, len(batch), flags=flags, json_bytes=batch.json_bytes)
+        off = self._writer.write(head, payload)
         self._txn_frames.append(Frame(str(self._writer.path), off, len(payload), raw_len, first_seq,
-                                      len(batch), 0, 0, batch.json_bytes))
+                                      len(batch), flags, 0, batch.json_bytes))
         keep = self._cached_bytes + raw_len <= CACHE_BYTES
         self._txn_cache.append(batch.table if keep else None)
         self._cached_bytes += raw_len if keep else 0
@@ -292,7 +303,11 @@ class DiskLog(BaseLog):
 
         Crash-safe order: segments (not yet named by the manifest), then the new WAL (fsync'd),
         then the manifest (the commit point), then the old WAL is deleted. Before the manifest
-        is written, open() discards the new files; after, it discards the old WAL."""
+        is written, open() discards the new files; after, it discards the old WAL.
+
+        Segments are encoded on worker threads (Parquet encoding releases the GIL) while the
+        remainder is carried over: the frames after the seal boundary are copied byte for byte
+        (their checksums verified), only a frame straddling the boundary is re-encoded."""
         with self._lock:
             self._sync_to(self._commits)  # publish any commit still waiting for its fsync
             chunks = list(self._wal_chunks)
@@ -302,17 +317,25 @@ class DiskLog(BaseLog):
             full = total if force else total // self.segment_events * self.segment_events
             if not full:
                 return []
+            first_seq = chunks[0].first_seq
+            boundary = first_seq + full  # the first seq that stays in the WAL
+            sealed = [c for c in chunks if c.first_seq < boundary]
             table = pa.Table.from_batches(
-                [b for c in chunks for b in c.batches(["seq", "recorded_at", *_BATCH_NAMES])])
-            json_total = sum(c.frame.json_bytes for c in chunks)
-            new: list[SegmentInfo] = []
+                [b for c in sealed for b in c.batches(["seq", "recorded_at", *_BATCH_NAMES])])
+            jobs = []
             for off in range(0, full, self.segment_events):
                 part = table.slice(off, min(self.segment_events, full - off))
-                first = int(part["seq"][0].as_py())
-                keys = self._keys.export(first, first + part.num_rows - 1)
-                new.append(write_segment(self.logdir, part, json_total * part.num_rows // total, keys))
-            nxt = self.logdir / wal_name(new[-1].last_seq + 1)
-            carried = self._write_carry_over(nxt, table.slice(full), json_total * (total - full) // total)
+                lo, hi = first_seq + off, first_seq + off + part.num_rows - 1
+                jobs.append((part, _json_share(sealed, lo, hi), lo, hi))
+            nxt = self.logdir / wal_name(boundary)
+
+            def write(part: pa.Table, json_bytes: int, lo: int, hi: int) -> SegmentInfo:
+                return write_segment(self.logdir, part, json_bytes, self._keys.export(lo, hi))
+
+            with ThreadPoolExecutor(max_workers=min(len(jobs), 4)) as pool:
+                futures = [pool.submit(write, *job) for job in jobs]
+                carried = self._write_carry_over(nxt, chunks, boundary)
+                new = [f.result() for f in futures]
             manifest = Manifest(self.manifest.segments + new)
             manifest.save(self.logdir)  # the commit point of the seal
             self.manifest = manifest
@@ -323,38 +346,98 @@ class DiskLog(BaseLog):
             old.close()
             old.path.unlink()
             fsync_dir(self.logdir)
-            carried_chunks = [FrameChunk(f, self._wal_fd) for f in carried]
+            carried_chunks = [FrameChunk(f, self._wal_fd, cached) for f, cached in carried]
             seg_chunks = [SegmentChunk(self.logdir, s) for s in new]
             with self._pub_lock:
                 self._chunks = ([c for c in self._chunks if not isinstance(c, FrameChunk)] + seg_chunks
                                 + carried_chunks)
             self._wal_chunks = list(carried_chunks)
-            self._cached_bytes = 0
+            self._cached_bytes = sum(f.raw_length for f, cached in carried if cached is not None)
             return new
 
-    def _write_carry_over(self, path: Path, rest: pa.Table, json_bytes: int) -> list[Frame]:
-        """Write the unsealed remainder into a new WAL, one committed frame per recorded_at."""
+    def _write_carry_over(self, path: Path, chunks: list[FrameChunk], boundary: int
+                          ) -> list[tuple[Frame, pa.RecordBatch | None]]:
+        """Write the committed frames from seq `boundary` on into a new WAL (fsync'd): the part of
+        a frame straddling the boundary is re-encoded as a data frame, and everything after that
+        frame (the rest of its transaction, its COMMIT frame, later transactions) is copied
+        verbatim from the old WAL, every frame checked against its checksum on the way, except
+        RAW frames, which are re-encoded compressed."""
+        assert self._writer is not None and self._wal_fd is not None
         w = WalWriter(path)
-        frames: list[Frame] = []
+        frames: list[tuple[Frame, pa.RecordBatch | None]] = []
+        spath = str(path)
         try:
             w.truncate(0)
-            if rest.num_rows:
-                rec = rest["recorded_at"].cast(pa.int64()).to_numpy()
-                cuts = [0, *(np.nonzero(np.diff(rec))[0] + 1).tolist(), len(rec)]
-                for a, b in zip(cuts[:-1], cuts[1:]):
-                    part = rest.slice(a, b - a)
-                    batch = part.select(_BATCH_NAMES).combine_chunks().to_batches()[0]
-                    payload, raw_len = encode_payload(batch)
-                    first = int(part["seq"][0].as_py())
-                    jb = json_bytes * (b - a) // rest.num_rows
-                    off = w.write(encode_frame(payload, raw_len, first, b - a, json_bytes=jb))
-                    w.write(encode_frame(b"", 0, first + b - a, 0, flags=COMMIT, recorded_at=int(rec[a])))
-                    frames.append(Frame(str(path), off, len(payload), raw_len, first, b - a, 0, int(rec[a]), jb))
+            rest = [c for c in chunks if c.last_seq >= boundary]
+            if rest:
+                head = rest[0]
+                copy_from = head.frame.offset
+                if head.first_seq < boundary:  # straddles the boundary: re-encode its tail
+                    fr = head.frame
+                    src = head.cached if head.cached is not None else read_frame_batch(fr, self._wal_fd.fd)
+                    part = src.slice(boundary - fr.first_seq)
+                    frames.append(self._reencode(w, part, boundary, fr.json_bytes * part.num_rows // fr.count,
+                                                 fr.recorded_at, keep=head.cached is not None))
+                    copy_from = fr.end
+                    rest = rest[1:]
+                end = self._writer.size  # no transaction is open: the end of the last commit
+                data = os.pread(self._wal_fd.fd, end - copy_from, copy_from) if end > copy_from else b""
+                if len(data) != end - copy_from:
+                    raise CorruptionError("the WAL is shorter than its committed frames", file=str(self._writer.path))
+                old_frames = verify_frames(data, copy_from, str(self._writer.path))
+                by_offset = {c.frame.offset: c for c in rest}
+                if any(f.count and f.offset not in by_offset for _, f in old_frames):
+                    raise CorruptionError("the WAL's frames do not match its committed events",
+                                          file=str(self._writer.path))
+                mv = memoryview(data)
+                run_start = None  # a run of frames copied verbatim, written in one go
+                for pos, f in old_frames:
+                    if f.flags & RAW and f.count:
+                        if run_start is not None:
+                            w.write(mv[run_start:pos])
+                            run_start = None
+                        c = by_offset[f.offset]
+                        table = c.cached if c.cached is not None else decode_payload(
+                            mv[pos + HEADER_SIZE : pos + HEADER_SIZE + f.length], f.raw_length, f.flags)
+                        frames.append(self._reencode(w, table, f.first_seq, f.json_bytes, c.frame.recorded_at,
+                                                     keep=c.cached is not None))
+                        continue
+                    if run_start is None:
+                        run_start = pos
+                    if f.count:
+                        c = by_offset[f.offset]
+                        off = w.size + (pos - run_start)
+                        frames.append((Frame(spath, off, f.length, f.raw_length, f.first_seq, f.count, f.flags,
+                                             c.frame.recorded_at, f.json_bytes), c.cached))
+                if run_start is not None:
+                    w.write(mv[run_start:])
+                expect = boundary
+                for f, _ in frames:
+                    if f.first_seq != expect:
+                        raise CorruptionError(f"the WAL's frames do not match its committed events at seq {expect}",
+                                              file=str(self._writer.path))
+                    expect += f.count
+                if expect != chunks[-1].last_seq + 1:
+                    raise CorruptionError(f"the WAL's frames end at seq {expect - 1}, expected {chunks[-1].last_seq}",
+                                          file=str(self._writer.path))
             w.sync()
-        finally:
+        except BaseException:
             w.close()
+            path.unlink(missing_ok=True)
+            raise
+        w.close()
         fsync_dir(self.logdir)
         return frames
+
+    @staticmethod
+    def _reencode(w: WalWriter, table: pa.RecordBatch, first_seq: int, json_bytes: int, recorded_at: int,
+                  *, keep: bool) -> tuple[Frame, pa.RecordBatch | None]:
+        """Write `table` as a compressed data frame (part of a committed transaction)."""
+        payload, raw_len = encode_payload(table)
+        n = table.num_rows
+        off = w.write(frame_header(payload, raw_len, first_seq, n, json_bytes=json_bytes), payload)
+        return Frame(str(w.path), off, len(payload), raw_len, first_seq, n, 0, recorded_at, json_bytes), (
+            table if keep else None)
 
     # ---- misc ----------------------------------------------------------------------------
     def stats(self) -> dict:
@@ -411,6 +494,16 @@ class DiskLog(BaseLog):
 
 
 _BATCH_NAMES = ["id", "source", "type", "subject", "time", "time_ts", "data", "meta", "ext"]
+
+
+def _json_share(chunks: list[FrameChunk], lo: int, hi: int) -> int:
+    """The JSON bytes of seqs lo..hi, each frame's share in proportion to its events."""
+    total = 0
+    for c in chunks:
+        a, b = max(lo, c.first_seq), min(hi, c.last_seq)
+        if a <= b:
+            total += c.frame.json_bytes * (b - a + 1) // c.frame.count
+    return total
 
 
 def _committed(f: Frame, recorded_at: int) -> Frame:

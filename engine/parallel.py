@@ -6,19 +6,33 @@ over the machine's cores.
 Used only where it cannot change the outcome: uncompressed files in the NDJSON envelope format,
 without --skip-bad. Errors are re-raised in the parent with the absolute line number, in file
 order, so the message and the all-or-nothing behaviour are those of the sequential path.
+
+A worker hands its batch back as an Arrow IPC stream in a file under /dev/shm (when there is a
+writable one; else pickled through the pool's pipe): the parent maps it without copying, and the
+WAL writes that same stream without serialising the batch again. The file is unlinked as soon as
+it is mapped; at most a few ranges are in flight, and files left by a process that died are
+removed by the next parallel ingest.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
+import secrets
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
 
 from .codec import Batch
 from .errors import BadInput
 
 MIN_BYTES = 64 << 20  # below this, process start-up costs more than it saves
 RANGE_BYTES = 8 << 20
+HEAD_RANGES = 3  # ranges the parent decodes itself while its workers start (~0.4 s)
 
 
 def ranges(path: str, size: int, step: int, max_record: int) -> list[tuple[int, int]] | None:
@@ -39,29 +53,112 @@ def ranges(path: str, size: int, step: int, max_record: int) -> list[tuple[int, 
     return out
 
 
-def _work(args: tuple[str, int, int, str, int]) -> tuple[int, Batch | None, BadInput | None]:
+SHM_DIR = "/dev/shm"
+SWEEP_AGE_S = 600
+_PREFIX = "ctxdb-ingest-"
+
+
+@dataclass(frozen=True)
+class _Shipped:
+    """A worker's batch, its table left in a shared-memory file."""
+
+    path: str
+    size: int
+    fp: np.ndarray
+    lines: list[int] | None
+    json_bytes: int
+
+
+def _work(args: tuple) -> tuple[int, Batch | _Shipped | None, BadInput | None]:
     """(lines in the range, batch or None, error with a range-relative line)."""
     from .ingest import decode_chunk, to_batch
     from .formats import ADAPTERS
 
-    path, start, end, source, max_record = args
+    path, start, end, source, max_record, ship_to = args
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    for i, line in enumerate(lines):
-        if len(line) > max_record:
-            return len(lines), None, BadInput(
-                f"record is {len(line):,} bytes, over the {max_record:,}-byte limit", line=i + 1,
-                expected=f"records under {max_record:,} bytes (max_record_bytes)")
+    nbytes = len(data) + (0 if not data or data.endswith(b"\n") else 1)
+    if len(data) > max_record and lines and max(map(len, lines)) > max_record:
+        for i, line in enumerate(lines):
+            if len(line) > max_record:
+                return len(lines), None, BadInput(
+                    f"record is {len(line):,} bytes, over the {max_record:,}-byte limit", line=i + 1,
+                    expected=f"records under {max_record:,} bytes (max_record_bytes)")
     try:
-        d = decode_chunk(1, lines, ADAPTERS["ndjson"], path, None)
+        d = decode_chunk(1, lines, ADAPTERS["ndjson"], path, None, nbytes)
         batch = to_batch(d, path, source, None) if d.envs else None
     except BadInput as exc:
         return len(lines), None, exc
+    if batch is not None and ship_to is not None:
+        shipped = _ship(batch, ship_to)
+        if shipped is not None:
+            return len(lines), shipped, None
     return len(lines), batch, None
+
+
+def _ship(batch: Batch, path: str) -> _Shipped | None:
+    try:
+        with pa.OSFile(path, "wb") as f:  # the name is unique to this ingest and range
+            with pa.ipc.new_stream(f, batch.table.schema) as w:
+                w.write_batch(batch.table)
+            size = f.tell()
+    except (OSError, pa.ArrowException):  # full or unusable: send the batch through the pipe instead
+        _unlink(path)
+        return None
+    return _Shipped(path, size, batch.fp, batch.lines, batch.json_bytes)
+
+
+def _receive(item: Batch | _Shipped | None) -> Batch | None:
+    if not isinstance(item, _Shipped):
+        return item
+    try:
+        with pa.memory_map(item.path) as m:
+            buf = m.read_buffer(item.size)
+    finally:
+        _unlink(item.path)
+    table = pa.ipc.open_stream(buf).read_next_batch()
+    return Batch(table, item.fp, item.lines, item.json_bytes, ipc=buf)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _ship_dir() -> str | None:
+    d = os.environ.get("CTXDB_SHM_DIR", SHM_DIR)
+    if not d or not os.path.isdir(d) or not os.access(d, os.W_OK | os.X_OK):
+        return None
+    _sweep(d)
+    return d
+
+
+def _sweep(d: str) -> None:
+    """Remove files left by ingests whose process is gone (killed before it could unlink them).
+    Only files over SWEEP_AGE_S old are considered: a pid that looks dead may belong to another
+    PID namespace sharing the directory, whose files in flight live for seconds."""
+    try:
+        names = [n for n in os.listdir(d) if n.startswith(_PREFIX)]
+    except OSError:
+        return
+    now = time.time()
+    for n in names:
+        p = os.path.join(d, n)
+        try:
+            pid = int(n[len(_PREFIX):].split("-", 1)[0])
+            if now - os.stat(p).st_mtime < SWEEP_AGE_S:
+                continue
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _unlink(p)
+        except (ValueError, OSError):
+            continue
 
 
 def plan(path: str, size: int, max_record: int) -> list[tuple[int, int]] | None:
@@ -72,15 +169,74 @@ def plan(path: str, size: int, max_record: int) -> list[tuple[int, int]] | None:
 def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: int,
             workers: int | None = None) -> Iterator[tuple[Batch | None, int]]:
     """(batch, lines) per range, in file order; raises the first bad record's BadInput with its
-    absolute line number."""
+    absolute line number.
+
+    At most two ranges per worker are in flight, bounding memory. This process decodes the
+    first HEAD_RANGES ranges itself while the workers start (a worker is forked by a
+    forkserver that first has to start an interpreter and import ctxdb), and later, whenever
+    the next range in file order is not back from a worker yet, the next range nobody has
+    started instead of waiting."""
     workers = workers or max(2, os.cpu_count() or 2)
     ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    ship = _ship_dir() if len(spans) > 1 else None
+    tag = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+    jobs = [(path, a, b, source, max_record, None if ship is None else os.path.join(ship, f"{tag}-{i}"))
+            for i, (a, b) in enumerate(spans)]
+    if not jobs:
+        return
+    futures: dict[int, Future] = {}
+    local: dict[int, tuple] = {}  # ranges decoded here, waiting for their turn
+    head = min(HEAD_RANGES, len(jobs))  # decoded here while the workers start
+    nxt = head  # the next range neither submitted nor decoded here
     line_base = 0
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        jobs = [(path, a, b, source, max_record) for a, b in spans]
-        for n_lines, batch, err in pool.map(_work, jobs, chunksize=1):
-            if err is not None:
-                line = line_base + (err.line or 1)
-                raise BadInput(err.reason, file=path, line=line, field=err.field, expected=err.expected)
-            line_base += n_lines
-            yield batch, n_lines
+
+    def run_here(i: int) -> tuple:
+        return _work(jobs[i][:5] + (None,))  # no shipping: the result is already here
+
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            def fill() -> None:
+                nonlocal nxt
+                while len(futures) < 2 * workers and nxt < len(jobs):
+                    futures[nxt] = pool.submit(_work, jobs[nxt])
+                    nxt += 1
+
+            # Starting a worker blocks until the forkserver has imported ctxdb: submit the ranges
+            # after the head from a thread while this one decodes the head (and its batches are
+            # written).
+            starter = threading.Thread(target=fill, daemon=True)
+            starter.start()
+            try:
+                for i in range(len(jobs)):
+                    if i < head:
+                        res = run_here(i)
+                    elif i in local:
+                        res = local.pop(i)
+                    else:
+                        starter.join()
+                        fut = futures[i]
+                        while not fut.done() and nxt < len(jobs) and not local:
+                            local[nxt] = run_here(nxt)
+                            nxt += 1
+                        res = fut.result()
+                        del futures[i]
+                    if not starter.is_alive():
+                        fill()
+                    n_lines, item, err = res
+                    batch = _receive(item)
+                    if err is not None:
+                        line = line_base + (err.line or 1)
+                        raise BadInput(err.reason, file=path, line=line, field=err.field, expected=err.expected)
+                    line_base += n_lines
+                    yield batch, n_lines
+            finally:
+                starter.join()
+                for fut in futures.values():  # not consumed (an error, or the caller stopped)
+                    fut.cancel()
+    finally:
+        for fut in futures.values():  # the pool has finished those that were running: drop their files
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                _, item, _ = fut.result()
+                if isinstance(item, _Shipped):
+                    _unlink(item.path)

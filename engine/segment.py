@@ -34,6 +34,11 @@ SEGMENT_SCHEMA = pa.schema(
 BLOCK = 1 << 20
 ROW_GROUP = 65536
 MANIFEST = "manifest.json"
+COMPRESSION_LEVEL = 1  # zstd; level 3 is ~4 % smaller and ~30 % slower to write
+DICTIONARY_COLUMNS = ["source", "type", "subject"]
+# min/max statistics where a reader can prune with them; those of id, time (see time_ts) and the
+# JSON text columns cost a third of the encoding time and never prune anything
+STATISTICS_COLUMNS = ["seq", "recorded_at", "time_ts", "source", "type", "subject"]
 FORMAT = 1
 
 
@@ -137,8 +142,8 @@ def write_segment(logdir: Path, table: pa.Table, json_bytes: int, keys: np.ndarr
     first, last = int(table["seq"][0].as_py()), int(table["seq"][-1].as_py())
     sink = pa.BufferOutputStream()
     pq.write_table(
-        table, sink, compression="zstd", compression_level=3, row_group_size=ROW_GROUP,
-        write_page_checksum=True, use_dictionary=["source", "type", "subject"],
+        table, sink, compression="zstd", compression_level=COMPRESSION_LEVEL, row_group_size=ROW_GROUP,
+        write_page_checksum=True, use_dictionary=DICTIONARY_COLUMNS, write_statistics=STATISTICS_COLUMNS,
     )
     buf = sink.getvalue().to_pybytes()
     name = seg_name(first, last)

@@ -4,7 +4,8 @@ A WAL file `log/wal-<first_seq>.log` is a sequence of frames:
 
     offset  size  field
     0       4     magic b"CXWF"
-    4       1     flags (bit 0: COMMIT, the frame ends a transaction)
+    4       1     flags (bit 0: COMMIT, the frame ends a transaction; bit 1: RAW, the payload is
+                  the Arrow IPC stream itself, not zstd-compressed)
     5       3     reserved (zero)
     8       4     payload length (compressed bytes)
     12      4     uncompressed payload length
@@ -13,7 +14,11 @@ A WAL file `log/wal-<first_seq>.log` is a sequence of frames:
     28      8     recorded_at of the transaction, µs since epoch (COMMIT frames; 0 otherwise)
     36      4     JSON bytes the events were ingested from (for compression statistics)
     40      4     CRC-32 of bytes 0..39 and the payload
-    44      ...   payload: zstd(Arrow IPC stream of one record batch), empty for a bare COMMIT
+    44      ...   payload: zstd(Arrow IPC stream of one record batch), empty for a bare COMMIT;
+                  with RAW, the IPC stream as is
+
+RAW frames hold events that are about to be sealed into Parquet (see log_disk.py): compressing
+them would be work thrown away at the seal, which re-encodes any RAW frame it carries over.
 
 A transaction is a run of frames ending with a COMMIT frame; its events become visible, all with
 the COMMIT frame's recorded_at, only when that frame is durable. Recovery keeps every committed
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +43,20 @@ MAGIC = b"CXWF"
 HEADER = struct.Struct("<4sB3xIIqIqII")
 HEADER_SIZE = HEADER.size  # 44
 COMMIT = 1
+RAW = 2
 MAX_FRAME = 1 << 30
 
-_CCTX = zstandard.ZstdCompressor(level=3)
+_LEVEL = 1  # WAL frames are short-lived (sealed into Parquet): favour speed
 _DCTX = zstandard.ZstdDecompressor()
+_local = threading.local()
+
+
+def _cctx() -> zstandard.ZstdCompressor:
+    """A compressor per thread (a ZstdCompressor must not be used by two threads at once)."""
+    c = getattr(_local, "cctx", None)
+    if c is None:
+        c = _local.cctx = zstandard.ZstdCompressor(level=_LEVEL)
+    return c
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,28 +82,49 @@ class Frame:
         return self.first_seq + self.count - 1
 
 
-def encode_payload(batch: pa.RecordBatch) -> tuple[bytes, int]:
-    """(compressed payload, uncompressed length) of one record batch."""
+def ipc_stream(batch: pa.RecordBatch) -> pa.Buffer:
+    """One record batch as an Arrow IPC stream (the uncompressed frame payload)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as w:
         w.write_batch(batch)
-    raw = sink.getvalue()
-    return _CCTX.compress(raw), raw.size
+    return sink.getvalue()
 
 
-def decode_payload(payload: bytes, raw_length: int) -> pa.RecordBatch:
-    raw = _DCTX.decompress(payload, max_output_size=raw_length)
+def encode_payload(batch: pa.RecordBatch, *, raw: bool = False, ipc: pa.Buffer | None = None
+                   ) -> tuple[bytes | pa.Buffer, int]:
+    """(payload, uncompressed length) of one record batch: zstd of its IPC stream, or with
+    `raw` the stream itself. `ipc` is the batch's stream when the caller already has it."""
+    stream = ipc if ipc is not None else ipc_stream(batch)
+    return (stream if raw else _cctx().compress(stream)), stream.size
+
+
+def decode_payload(payload: bytes | memoryview, raw_length: int, flags: int = 0) -> pa.RecordBatch:
+    if flags & RAW:
+        if len(payload) != raw_length:
+            raise ValueError(f"RAW payload of {len(payload)} bytes, header says {raw_length}")
+        raw = pa.py_buffer(payload)
+    else:
+        raw = _DCTX.decompress(payload, max_output_size=raw_length)
     return pa.ipc.open_stream(raw).read_next_batch()
+
+
+def frame_header(
+    payload: bytes | memoryview | pa.Buffer, raw_length: int, first_seq: int, count: int, *,
+    flags: int = 0, recorded_at: int = 0, json_bytes: int = 0,
+) -> bytes:
+    """The 44-byte header of a frame holding `payload` (written before it)."""
+    head = HEADER.pack(MAGIC, flags, len(payload), raw_length, first_seq, count, recorded_at,
+                       min(json_bytes, 0xFFFFFFFF), 0)[:40]
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return head + struct.pack("<I", crc)
 
 
 def encode_frame(
     payload: bytes, raw_length: int, first_seq: int, count: int, *, flags: int = 0,
     recorded_at: int = 0, json_bytes: int = 0,
 ) -> bytes:
-    head = HEADER.pack(MAGIC, flags, len(payload), raw_length, first_seq, count, recorded_at,
-                       min(json_bytes, 0xFFFFFFFF), 0)[:40]
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return head + struct.pack("<I", crc) + payload
+    return frame_header(payload, raw_length, first_seq, count, flags=flags, recorded_at=recorded_at,
+                        json_bytes=json_bytes) + bytes(payload)
 
 
 @dataclass
@@ -173,6 +210,27 @@ def _check_no_valid_frame_after(f, path: str, pos: int, size: int, problem: str)
         i = data.find(MAGIC, i + 1)
 
 
+def verify_frames(data: bytes | memoryview, base: int, path: str) -> list[tuple[int, Frame]]:
+    """Check that `data` (read from `path` at offset `base`) is a run of whole, intact frames;
+    returns (position in data, frame with its offset in the file) of each. Raises
+    CorruptionError at the first bad one."""
+    mv = memoryview(data)
+    pos = 0
+    out: list[tuple[int, Frame]] = []
+    while pos < len(mv):
+        head = bytes(mv[pos : pos + HEADER_SIZE])
+        if len(head) < HEADER_SIZE:
+            raise CorruptionError("incomplete frame header in committed WAL data", file=path, offset=base + pos)
+        magic, flags, length, raw_len, first_seq, count, rec, jb, crc = HEADER.unpack(head)
+        end = pos + HEADER_SIZE + length
+        if magic != MAGIC or end > len(mv) or zlib.crc32(mv[pos + HEADER_SIZE : end], zlib.crc32(head[:40])) != crc:
+            raise CorruptionError("checksum mismatch in a committed frame (changed since it was verified)",
+                                  file=path, offset=base + pos)
+        out.append((pos, Frame(path, base + pos, length, raw_len, first_seq, count, flags, rec, jb)))
+        pos = end
+    return out
+
+
 def read_frame_batch(frame: Frame, fd: int | None = None) -> pa.RecordBatch:
     """The record batch of a (committed, verified) frame."""
     if fd is None:
@@ -184,7 +242,7 @@ def read_frame_batch(frame: Frame, fd: int | None = None) -> pa.RecordBatch:
     if len(buf) != HEADER_SIZE + frame.length or zlib.crc32(buf[HEADER_SIZE:], zlib.crc32(buf[:40])) != HEADER.unpack(buf[:HEADER_SIZE])[-1]:
         raise CorruptionError("checksum mismatch in a committed frame (changed since it was verified)",
                               file=frame.path, offset=frame.offset)
-    return decode_payload(buf[HEADER_SIZE:], frame.raw_length)
+    return decode_payload(memoryview(buf)[HEADER_SIZE:], frame.raw_length, frame.flags)
 
 
 class WalWriter:
@@ -195,14 +253,16 @@ class WalWriter:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         self.size = os.lseek(self.fd, 0, os.SEEK_END)
 
-    def write(self, frame: bytes) -> int:
-        """Write a frame at the end; returns its offset. Not durable until sync()."""
+    def write(self, *parts) -> int:
+        """Write a frame (given as one or more bytes-like parts) at the end; returns its offset.
+        Not durable until sync()."""
         off = self.size
-        view = memoryview(frame)
-        while view:
-            n = os.pwrite(self.fd, view, self.size)
-            self.size += n
-            view = view[n:]
+        for part in parts:
+            view = memoryview(part).cast("B")
+            while view:
+                n = os.pwrite(self.fd, view, self.size)
+                self.size += n
+                view = view[n:]
         return off
 
     def sync(self) -> None:

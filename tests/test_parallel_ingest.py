@@ -3,6 +3,10 @@ seqs, same errors (absolute line numbers), same atomicity."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -68,3 +72,69 @@ def test_parallel_path_leaves_overlong_lines_to_the_streaming_reader(tmp_path, p
             Ingest(db.log, max_record_bytes=1000).run([f])
         assert ei.value.line == 2 and "limit" in str(ei.value)
         assert db.last_seq == 0
+
+
+def test_parallel_error_in_the_first_range_decoded_by_the_parent(tmp_path, parallel_env):
+    """The first range is decoded in the calling process while the workers start: its errors are
+    reported like any other range's, and nothing is appended."""
+    evs = events(300)
+    evs[2]["subject"] = ""
+    f = write_ndjson(tmp_path / "e.ndjson", evs)
+    with ctxdb.open(tmp_path / "db") as db:
+        with pytest.raises(ctxdb.BadInput) as ei:
+            db.ingest(f)
+        assert ei.value.file == str(f) and ei.value.line == 3 and ei.value.field == "subject"
+        assert db.last_seq == 0
+        rep = db.ingest(write_ndjson(tmp_path / "ok.ndjson", events(300)))
+        assert rep.appended == 300 and [e.seq for e in db.read()] == list(range(1, 301))
+
+
+def _shm_files(d) -> list[str]:
+    return sorted(n for n in os.listdir(d) if n.startswith("ctxdb-ingest-"))
+
+
+def test_batches_shipped_through_shared_memory_leave_no_files(tmp_path, parallel_env, monkeypatch):
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setenv("CTXDB_SHM_DIR", str(shm))
+    evs = events(400)
+    f = write_ndjson(tmp_path / "e.ndjson", evs + events(30))
+    with ctxdb.open(tmp_path / "db", segment_events=100) as db:
+        rep = db.ingest(f)
+        assert rep.appended == 400 and rep.duplicates == 30
+        got = [(e.id, e.json()) for e in db.read()]
+    assert got == [(e["id"], e["data"]) for e in evs]
+    assert _shm_files(shm) == []
+    bad = evs[:]
+    bad[390] = dict(bad[390], time="yesterday")  # an error late in the file, ranges still in flight
+    with ctxdb.open(tmp_path / "db2") as db:
+        with pytest.raises(ctxdb.BadInput):
+            db.ingest(write_ndjson(tmp_path / "bad.ndjson", bad))
+        assert db.last_seq == 0
+    assert _shm_files(shm) == []
+
+
+def test_stale_shared_memory_files_of_dead_processes_are_swept(tmp_path, parallel_env, monkeypatch):
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setenv("CTXDB_SHM_DIR", str(shm))
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that is gone
+    old = time.time() - 3600
+    for name, data in ((f"ctxdb-ingest-{proc.pid}-abc-3", b"left by a killed ingest"),
+                       (f"ctxdb-ingest-{os.getpid()}-abc-4", b"a live process's"), ("unrelated", b"")):
+        (shm / name).write_bytes(data)
+        os.utime(shm / name, (old, old))
+    (shm / f"ctxdb-ingest-{proc.pid}-abc-5").write_bytes(b"too recent to judge")
+    with ctxdb.open(tmp_path / "db") as db:
+        assert db.ingest(write_ndjson(tmp_path / "e.ndjson", events(200))).appended == 200
+    assert sorted(os.listdir(shm)) == [f"ctxdb-ingest-{os.getpid()}-abc-4", f"ctxdb-ingest-{proc.pid}-abc-5",
+                                       "unrelated"]
+
+
+def test_without_shared_memory_batches_go_through_the_pipe(tmp_path, parallel_env, monkeypatch):
+    monkeypatch.setenv("CTXDB_SHM_DIR", str(tmp_path / "missing"))
+    f = write_ndjson(tmp_path / "e.ndjson", events(300))
+    with ctxdb.open(tmp_path / "db") as db:
+        assert db.ingest(f).appended == 300
+        assert [e.id for e in db.read()] == [f"ev-{i}" for i in range(300)]
