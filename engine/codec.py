@@ -286,7 +286,9 @@ def _build(envs: Sequence[Envelope], default_source: str, lines: list[int] | Non
             raise _BadRow(col.index(""), name, f"`{name}` is empty")
     times = [e.time for e in envs]
     metas = [e.meta for e in envs]
-    has_ext = [e.ext for e in envs].count(None) < n or [e.specversion for e in envs].count(None) < n
+    # Any extension attribute in the batch (CloudEvents ones may come without specversion).
+    has_ext = any([x.count(None) < n for x in ([e.ext for e in envs], [e.specversion for e in envs],
+                                               [e.datacontenttype for e in envs], [e.dataschema for e in envs])])
     exts = [_ext(e) for e in envs] if has_ext else None
     time_arr = _str_column(times)
     time_ts = _parse_times(time_arr, times)

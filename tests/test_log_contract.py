@@ -208,3 +208,11 @@ def test_meta_objects_are_kept(any_store):
     any_store.append([line, dict(make_event(2), meta={"tags": ["x"]})])
     got = list(any_store.read())
     assert got[0].meta == b'{"tags": ["pii"]}' and msgspec.json.decode(got[1].meta) == {"tags": ["x"]}
+
+
+def test_cloudevents_attributes_without_specversion_are_kept(any_store):
+    any_store.append([{"type": "a", "subject": "s", "time": "2026-01-01T00:00:00Z", "data": {},
+                       "datacontenttype": "application/json", "dataschema": "https://example.com/s"}])
+    d = next(any_store.read()).to_dict()
+    assert d["datacontenttype"] == "application/json"
+    assert d["dataschema"] == "https://example.com/s"
