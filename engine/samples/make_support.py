@@ -187,6 +187,16 @@ class Gen:
         self.emit(t, "ticket.created" if created else "ticket.updated", f"ticket:{key}", data, JIRA)
         return key
 
+    def open_ticket(self, t: datetime, priority: str, summary: str, o: Order, *, lo: int = 8, hi: int = 95,
+                    pick=None) -> tuple[str, str, datetime]:
+        """A customer's ticket opened within 2 minutes of `t`, then taken by an agent at the next
+        agent time: returns (key, agent, when taken)."""
+        key = self.ticket(self.minutes(t, 0, 2), "Open", priority, summary, o, o.user)
+        a = pick() if pick else self.rng.choice(["priya", "jonas", "lea"])
+        t2 = self.agent_time(t, lo, hi)
+        self.ticket(t2, "In Progress", priority, summary, o, o.user, a, key)
+        return key, a, t2
+
     # ---- time helpers ------------------------------------------------------------------------
     def minutes(self, t: datetime, lo: int, hi: int) -> datetime:
         return t + timedelta(minutes=self.rng.randint(lo, hi), seconds=self.rng.randint(0, 59))
@@ -387,10 +397,7 @@ def delay(g: Gen, o: Order) -> None:
         f"I need the {SHORT[o.items[0]['sku']]} before the weekend.",
         f"Order {o.n}: still not here. The {o.carrier} status is stuck at '{hub} hub' since {day(s + timedelta(days=1))}.",
     ]))
-    key = g.ticket(g.minutes(t, 0, 2), "Open", "Medium", f"Order #{o.n}: {o.carrier} parcel stuck at {hub}", o, o.user)
-    a = r.choice(["priya", "jonas", "lea"])
-    t2 = g.agent_time(t)
-    g.ticket(t2, "In Progress", "Medium", f"Order #{o.n}: {o.carrier} parcel stuck at {hub}", o, o.user, a, key)
+    key, a, t2 = g.open_ticket(t, "Medium", f"Order #{o.n}: {o.carrier} parcel stuck at {hub}", o)
     if r.random() < 0.6:
         g.slack(g.minutes(t2, 1, 6), a, r.choice([
             f"{o.carrier} {hub} again: {key} is the third parcel this week with no scan for 3+ days. Anyone has a contact there?",
@@ -434,10 +441,7 @@ def damaged(g: Gen, o: Order) -> None:
         f"Hi, opened the parcel today and {BROKEN_PART[sku]}. Can you send a new {SHORT[sku]}?",
     ]))
     summary = f"Order #{o.n}: {SHORT[sku]} arrived broken"
-    key = g.ticket(g.minutes(t, 0, 2), "Open", "High", summary, o, o.user)
-    a = r.choice(["priya", "jonas", "lea"])
-    t2 = g.agent_time(t, 5, 70)
-    g.ticket(t2, "In Progress", "High", summary, o, o.user, a, key)
+    key, a, t2 = g.open_ticket(t, "High", summary, o, lo=5, hi=70)
     price = PRODUCTS[sku][1]
     if r.random() < 0.5:
         refund(g, g.minutes(t2, 3, 15), o, price, "damaged_in_transit", f"{SHORT[sku]} broken on arrival ({key})")
@@ -474,10 +478,7 @@ def wrong_item(g: Gen, o: Order) -> None:
         f"Wrong coffee in order {o.n}: got {SHORT[got]} instead of {SHORT[ordered]}. I haven't opened it.",
     ]))
     summary = f"Order #{o.n}: wrong beans ({SHORT[got]} instead of {SHORT[ordered]})"
-    key = g.ticket(g.minutes(t, 0, 2), "Open", "Medium", summary, o, o.user)
-    a = r.choice(["priya", "jonas", "lea"])
-    t2 = g.agent_time(t)
-    g.ticket(t2, "In Progress", "Medium", summary, o, o.user, a, key)
+    key, a, t2 = g.open_ticket(t, "Medium", summary, o)
     g.comment(g.minutes(t2, 2, 10), o, a, "Warehouse: SKU bins for "
               f"{ordered} and {got} are next to each other on shelf C3. Please double-check picks.", internal=True)
     t2 = ship(g, o, t2, {"replacement": True, "items": [item(ordered, 1)]})
@@ -505,10 +506,7 @@ def missing_item(g: Gen, o: Order) -> None:
         f"Hi! The {SHORT[lost['sku']]} wasn't in the box (order {o.n}). The packing slip lists it though.",
     ]))
     summary = f"Order #{o.n}: {SHORT[lost['sku']]} missing from parcel"
-    key = g.ticket(g.minutes(t, 0, 2), "Open", "Medium", summary, o, o.user)
-    a = r.choice(["priya", "jonas", "lea"])
-    t2 = g.agent_time(t)
-    g.ticket(t2, "In Progress", "Medium", summary, o, o.user, a, key)
+    key, a, t2 = g.open_ticket(t, "Medium", summary, o)
     g.slack(g.minutes(t2, 2, 20), a, f"Warehouse, can you check the packing weight for #{o.n}? Customer is missing the "
             f"{SHORT[lost['sku']]} ({key}).")
     g.slack(g.minutes(t2, 25, 90), "tomas", r.choice([
@@ -532,10 +530,7 @@ def cancel_request(g: Gen, o: Order) -> None:
         f"Could you cancel #{o.n}? My partner already bought the same {SHORT[o.items[0]['sku']]} yesterday.",
     ]))
     summary = f"Cancel order #{o.n}"
-    key = g.ticket(g.minutes(t, 0, 2), "Open", "High", summary, o, o.user)
-    a = r.choice(["priya", "jonas", "lea"])
-    t2 = g.agent_time(t, 3, 40)
-    g.ticket(t2, "In Progress", "High", summary, o, o.user, a, key)
+    key, a, t2 = g.open_ticket(t, "High", summary, o, lo=3, hi=40)
     g.emit(g.minutes(t2, 1, 4), "order.cancelled", f"order:{o.n}",
            {"order_id": o.n, "reason": "customer_request", "cancelled_by": f"agent:{a}", "ticket": key}, SHOP)
     refund(g, g.minutes(t2, 5, 7), o, o.total, "order_cancelled", f"Cancelled before shipping ({key})")
@@ -554,10 +549,7 @@ def address_change(g: Gen, o: Order) -> None:
         f"Hi, can you change the delivery address of {o.n} to {street}, {postcode} {city}? I moved last week.",
     ]), pii=True)
     summary = f"Order #{o.n}: change shipping address"
-    key = g.ticket(g.minutes(t, 0, 2), "Open", "High", summary, o, o.user)
-    a = r.choice(["priya", "jonas", "lea"])
-    t2 = g.agent_time(t, 3, 40)
-    g.ticket(t2, "In Progress", "High", summary, o, o.user, a, key)
+    key, a, t2 = g.open_ticket(t, "High", summary, o, lo=3, hi=40)
     g.comment(g.minutes(t2, 2, 8), o, a, f"Hi {name}, updated before packing: your parcel now goes to {postcode} {city}.")
     g.ticket(g.minutes(t2, 9, 15), "Resolved", "High", summary, o, o.user, a, key, note="Address updated before shipping")
     s = ship(g, o, t2, {"address_changed": True})
@@ -576,10 +568,7 @@ def discount_code(g: Gen, o: Order) -> None:
         f"Your newsletter promised 15% with WINTER15 but checkout refused it (order {o.n}). Bit disappointing.",
     ]))
     summary = f"Order #{o.n}: WINTER15 not applied"
-    key = g.ticket(g.minutes(t, 0, 2), "Open", "Low", summary, o, o.user)
-    a = r.choice(["priya", "jonas", "lea"])
-    t2 = g.agent_time(t, 20, 180)
-    g.ticket(t2, "In Progress", "Low", summary, o, o.user, a, key)
+    key, a, t2 = g.open_ticket(t, "Low", summary, o, lo=20, hi=180)
     refund(g, g.minutes(t2, 3, 10), o, owed, "goodwill_discount", f"WINTER15 on beans applied after purchase ({key})")
     g.comment(g.minutes(t2, 11, 20), o, a, f"Hi {name}, WINTER15 only covers coffee beans, and the checkout wrongly "
               f"rejected it when a non-coffee item was in the cart. I've refunded the 15% on your beans: {fmt_eur(owed)}.")
@@ -608,10 +597,7 @@ def double_charge(g: Gen, o: Order) -> None:
     t = g.customer_time(o.placed, 120, 1200)
     g.comment(t, o, "customer", f"My bank shows two payments of {fmt_eur(o.total)} for order #{o.n}. Please refund one!")
     summary = f"Order #{o.n}: charged twice"
-    key = g.ticket(g.minutes(t, 0, 2), "Open", "High", summary, o, o.user)
-    a = "tomas" if r.random() < 0.5 else r.choice(["priya", "jonas"])
-    t2 = g.agent_time(t, 5, 60)
-    g.ticket(t2, "In Progress", "High", summary, o, o.user, a, key)
+    key, a, t2 = g.open_ticket(t, "High", summary, o, lo=5, hi=60, pick=lambda: "tomas" if r.random() < 0.5 else r.choice(["priya", "jonas"]))
     if r.random() < 0.5:
         refund(g, g.minutes(t2, 5, 15), o, o.total, "duplicate_charge", f"Payment captured twice ({key})")
         text = (f"Hi {name}, you're right: the payment was captured twice after a timeout at checkout. I've refunded "
