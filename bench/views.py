@@ -175,24 +175,24 @@ def main() -> None:
             # (a cache: a past view counts what is missing itself). Measure past views both
             # before that cache is complete ("cold") and after ("warm").
             last = db.last_seq
-            cold = []
-            for _ in range(10):
-                s = rnd.randrange(args.orders, last)
-                t = time.perf_counter()
-                db.view("support-bot", seq=s)
-                cold.append((time.perf_counter() - t) * 1e3)
+
+            def past_views(n: int) -> list[float]:
+                ms = []
+                for _ in range(n):
+                    s = rnd.randrange(args.orders, last)
+                    t = time.perf_counter()
+                    db.view("support-bot", seq=s)
+                    ms.append((time.perf_counter() - t) * 1e3)
+                return ms
+
+            cold = past_views(10)
             out["as_of_view_cold_ms"] = {"p50": pct(cold, 50), "max": max(cold)}
             t = time.perf_counter()
             eng = db._views()
             while eng.count_tokens_behind(20_000):
                 pass
             out["token_backfill_s"] = round(time.perf_counter() - t, 1)
-            asof = []
-            for _ in range(50):
-                s = rnd.randrange(args.orders, last)
-                t = time.perf_counter()
-                db.view("support-bot", seq=s)
-                asof.append((time.perf_counter() - t) * 1e3)
+            asof = past_views(50)
             out["as_of_view_ms"] = {"p50": pct(asof, 50), "p99": pct(asof, 99)}
 
             naive = []

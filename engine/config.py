@@ -46,6 +46,7 @@ from typing import Any
 import msgspec
 
 from .errors import ConfigError
+from .log import glob_body
 from .template import Template, TemplateError, compile_template
 
 KINDS = ("axiom", "persona", "fact", "event", "summary")
@@ -99,10 +100,8 @@ _GLOB_CACHE: dict[str, re.Pattern[str]] = {}
 def glob_match(pattern: str, value: str) -> bool:
     rx = _GLOB_CACHE.get(pattern)
     if rx is None:
-        rx = _GLOB_CACHE[pattern] = re.compile(
-            "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + r"\Z",
-            re.S)
-    return rx.match(value) is not None
+        rx = _GLOB_CACHE[pattern] = re.compile(glob_body(pattern), re.S)
+    return rx.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)

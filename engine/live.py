@@ -17,7 +17,7 @@ import time as _time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .config import AgentPolicy, Config
 from .errors import AccessDenied, BadInput, CtxdbError
@@ -124,7 +124,6 @@ class Views:
         self._lock = threading.RLock()              # projection + live state
         self._changed = threading.Condition()
         self._views: dict[str, View] = {}
-        self._view_errors: dict[str, BaseException] = {}
         self._cands: dict[str, Candidates] = {}
         self._subs: dict[str, list[Subscription]] = {}
         self._tok_cache: dict[str, dict[str, int]] = {}
@@ -232,16 +231,8 @@ class Views:
         rows = self.items.texts_after(done, limit)
         if not rows:
             return 0
-        if tok.name not in self._tok_cache:
-            self._tok_cache[tok.name] = self.items.token_counts(tok.name)
-        cache = self._tok_cache[tok.name]
-        missing = sorted({h: t for _, h, t in rows if h not in cache}.items())
-        counted = tok.count_many([render_line(t) for _, t in missing])  # outside the lock
+        self._count_missing(tok, ((h, t) for _, h, t in rows))
         with self._lock:
-            pending = self._tok_pending.setdefault(tok.name, {})
-            for (h, _), n in zip(missing, counted):
-                cache[h] = n
-                pending[h] = n
             self._flush_tokens()
             self.items.set_meta(key, str(rows[-1][0]))
         return len(rows)
@@ -296,29 +287,34 @@ class Views:
                 if allowed(pol, v):
                     self._cands[name].add(v, pol, counts[v.vid])
 
-    def _live_view(self, name: str, pol: AgentPolicy) -> View | None:
-        """Assemble (and keep) `name`'s view at the projected position from the live state."""
-        seq = self.projector.seq
+    def _live_view(self, name: str, pol: AgentPolicy, position: tuple[int, int, int] | None = None) -> View | None:
+        """Assemble (and keep) `name`'s view at the projected position from the live state.
+        `position` = (seq, now, policy version), when the caller already has them."""
+        seq, now, version = position or self._position()
         if seq == 0:
             return None
-        self._view_errors.pop(name, None)
-        view = self._assemble(self._cands[name], pol, seq, self.log.recorded_at_of(seq),
-                              self.projector.uses, self.projector.config, self._policy_version(seq))
+        view = self._assemble(self._cands[name], pol, seq, now, self.projector.uses, self.projector.config, version)
         self._views[name] = view
         return view
+
+    def _position(self) -> tuple[int, int, int]:
+        seq = self.projector.seq
+        if seq == 0:
+            return 0, 0, 0
+        return seq, self.log.recorded_at_of(seq), self._policy_version(seq)
 
     def _refresh_views(self) -> None:
         # Agents with subscribers first: their push latency does not wait for the others.
         agents = sorted(self._agents().items(), key=lambda kv: (not self._subs.get(kv[0]), kv[0]))
+        position = self._position()  # the same for every agent
         pushed = False
         for name, pol in agents:
             if pushed and not self._subs.get(name):
                 _time.sleep(0)  # let woken subscribers run before the rest of the work
                 pushed = False
             try:
-                view = self._live_view(name, pol)
-            except BudgetError as exc:  # this agent's problem only; its view() raises it
-                self._view_errors[name] = exc
+                view = self._live_view(name, pol, position)
+            except BudgetError:  # this agent's problem only: its own view() raises it again
                 continue
             if view is None:
                 return
@@ -339,33 +335,39 @@ class Views:
     def tokenizer(self, cfg: Config) -> Tokenizer:
         return get_tokenizer(cfg.tokenizer)
 
-    def _counter(self, tok: Tokenizer) -> Callable[[list[ItemVersion]], list[int]]:
+    def _token_cache(self, tok: Tokenizer) -> dict[str, int]:
         cache = self._tok_cache.get(tok.name)
         if cache is None:
             cache = self._tok_cache[tok.name] = self.items.token_counts(tok.name)
-        pending = self._tok_pending.setdefault(tok.name, {})
+        return cache
+
+    def _count_missing(self, tok: Tokenizer, pairs: Iterable[tuple[str, str]]) -> None:
+        """Count the (content hash, text) pairs the cache lacks (tokenizing outside the lock) and
+        queue the counts for the item store."""
+        cache = self._token_cache(tok)
+        missing = sorted({h: t for h, t in pairs if h not in cache}.items())
+        if not missing:
+            return
+        counted = tok.count_many([render_line(t) for _, t in missing])
+        with self._lock:
+            pending = self._tok_pending.setdefault(tok.name, {})
+            for (h, _), n in zip(missing, counted):
+                cache[h] = n
+                pending[h] = n
+
+    def _counter(self, tok: Tokenizer) -> Callable[[list[ItemVersion]], list[int]]:
+        cache = self._token_cache(tok)
 
         def count(vs: list[ItemVersion]) -> list[int]:
-            missing = sorted({v.hash: v.text for v in vs if v.hash not in cache}.items())
-            if missing:
-                for (h, _), n in zip(missing, tok.count_many([render_line(t) for _, t in missing])):
-                    cache[h] = n
-                    pending[h] = n
+            self._count_missing(tok, ((v.hash, v.text) for v in vs))
             return [cache[v.hash] for v in vs]
         return count
 
     def _counts_for(self, tok: Tokenizer, tbl) -> dict[str, int]:
-        cache = self._tok_cache.get(tok.name)
-        if cache is None:
-            cache = self._tok_cache[tok.name] = self.items.token_counts(tok.name)
+        cache = self._token_cache(tok)
         hashes = tbl.column("hash").to_pylist()
         if any(h not in cache for h in hashes):
-            texts = tbl.column("text").to_pylist()
-            missing = sorted({h: t for h, t in zip(hashes, texts) if h not in cache}.items())
-            pending = self._tok_pending.setdefault(tok.name, {})
-            for (h, _), n in zip(missing, tok.count_many([render_line(t) for _, t in missing])):
-                cache[h] = n
-                pending[h] = n
+            self._count_missing(tok, zip(hashes, tbl.column("text").to_pylist()))
         return cache
 
     def _flush_tokens(self) -> None:

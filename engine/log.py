@@ -315,12 +315,15 @@ class BaseLog:
         self._closed = True
 
 
+def glob_body(pattern: str) -> str:
+    """The regex (without anchors) for a glob: `*` any run of characters, `?` one character,
+    everything else literal. Shared by the log's Arrow filters and the policy matchers."""
+    return "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
+
+
 def glob_regex(pattern: str) -> str:
-    """An anchored RE2 regex for a glob: `*` any run of characters, `?` one character."""
-    out = []
-    for ch in pattern:
-        out.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
-    return "^" + "".join(out) + "$"
+    """An anchored RE2 regex for a glob (for pyarrow.compute)."""
+    return "^" + glob_body(pattern) + "$"
 
 
 def _match(col: pa.Array, pattern: str) -> pa.Array:

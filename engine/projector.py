@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from .config import Config, Rule, default_config, from_dict, glob_match, parse_duration
 from .errors import ConfigError
-from .events import utc_from_micros
+from .events import Event, utc_from_micros
 from .items import ItemStore, ItemVersion, Policy, WriteBatch, content_hash
 from .template import EventContext, MissingField
 
@@ -80,7 +80,6 @@ class Projector:
         self.items = items
         self.python_rules = list(python_rules or [])
         self.stats = Stats()
-        self.listeners: list[Callable[[list[ItemVersion], list[ItemVersion]], None]] = []
         self._load()
 
     # ---- state ---------------------------------------------------------------------------
@@ -279,8 +278,6 @@ class Projector:
         for name, pattern, fn in self.python_rules:
             if not glob_match(pattern, row["type"]) or (system and not pattern.startswith(SYSTEM_PREFIX)):
                 continue
-            from .events import Event
-
             ev = Event(row["seq"], ctx.recorded_dt, row["id"], row["source"], row["type"], row["subject"],
                        row["time"], row["data"].encode(), row["meta"].encode() if row["meta"] else None)
             for op in fn(ev) or ():

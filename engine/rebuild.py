@@ -30,8 +30,7 @@ def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None]
     else:
         target = store.path / "items.rebuild.duckdb"
         for f in (target, target.with_name(target.name + ".wal")):
-            if f.exists():
-                f.unlink()
+            f.unlink(missing_ok=True)
     fresh = ItemStore(target)
     if target is not None:
         fresh.copy_token_counts_from(store.path / ITEMS_FILE)  # type: ignore[operator]
@@ -62,9 +61,7 @@ def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None]
     views.close()
     views.items.close()
     live = store.path / ITEMS_FILE  # type: ignore[operator]
-    for f in (live.with_name(ITEMS_FILE + ".wal"),):
-        if f.exists():
-            f.unlink()
+    live.with_name(ITEMS_FILE + ".wal").unlink(missing_ok=True)
     os.replace(target, live)
     _fsync_dir(live.parent)
     return report

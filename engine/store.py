@@ -272,9 +272,9 @@ class Store:
             # Unreadable item store: keep it aside for inspection, restore or re-project.
             aside = f.with_name(f"{ITEMS_FILE}.unreadable-{int(time.time())}")
             os.replace(f, aside)
-            for extra in (f.with_name(ITEMS_FILE + ".wal"),):
-                if extra.exists():
-                    os.replace(extra, aside.with_name(aside.name + ".wal"))
+            wal = f.with_name(ITEMS_FILE + ".wal")
+            if wal.exists():
+                os.replace(wal, aside.with_name(aside.name + ".wal"))
             self.restored_from = snaps.restore_latest(f, self.log.last_seq)
             items = ItemStore(f)
             seq = items.checkpoint()[0]
@@ -300,27 +300,18 @@ class Store:
         self._policy_checked = True
         if cfg is None or self.readonly:
             return
-        if cfg.hash == self._latest_policy_hash():
+        # One scan of the log's policy events gives both the newest policy and the count.
+        policies = list(self.log.read(type=POLICY_TYPE))
+        try:
+            latest = policies[-1].json().get("hash") if policies else None
+        except (ValueError, AttributeError):  # a policy event we cannot read: append ours
+            latest = None
+        if cfg.hash == latest:
             return
-        version = self._policy_count() + 1
+        version = len(policies) + 1
         self.append([{"id": f"policy-{version}-{cfg.hash}", "source": "ctxdb", "type": POLICY_TYPE,
                       "subject": "ctxdb:policy", "time": _now_iso(),
                       "data": {"version": version, "hash": cfg.hash, "file": cfg.file, "config": cfg.raw}}])
-
-    def _policy_events(self) -> list[Event]:
-        return list(self.log.read(type=POLICY_TYPE))
-
-    def _latest_policy_hash(self) -> str | None:
-        evs = self._policy_events()
-        if not evs:
-            return None
-        try:
-            return evs[-1].json().get("hash")
-        except Exception:
-            return None
-
-    def _policy_count(self) -> int:
-        return len(self._policy_events())
 
     def _on_projected(self, seq: int) -> None:
         eng = self._engine

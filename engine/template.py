@@ -14,7 +14,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
@@ -41,10 +41,6 @@ class TemplateError(ValueError):
 class Template:
     source: str
     parts: tuple[tuple[str, tuple[str, ...] | None, str, str | None], ...]  # (literal, path, spec, default)
-
-    @property
-    def fields(self) -> list[str]:
-        return [".".join(p) for _, p, _, _ in self.parts if p is not None]
 
     def render(self, ctx: "EventContext") -> str:
         out: list[str] = []
@@ -187,5 +183,3 @@ def _format(value: Any, spec: str) -> str:
             return str(value)
     return str(value)
 
-
-Renderer = Callable[[EventContext], str]
