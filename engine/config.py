@@ -24,11 +24,13 @@
     budget = 2000
     pinned = ["persona:support/*"]             # item key globs
     half_life = { event = "1d" }               # per kind, merged over [defaults]
-    weights = { priority = 1.0, recency = 1.0, reinforcement = 0.5 }
+    weights = { priority = 1.0, recency = 1.0, reinforcement = 0.5, relevance = 3.0 }
 
     [defaults]                                  # optional: half_life, weights, budget
     [snapshots]                                 # every = 100000 (events), retain = 3
     [view]                                      # tokenizer = "minilm" | "whitespace"
+    [embeddings]                                # model = "minilm" | "off", index = "auto" | "flat" | "hnsw",
+                                                # flat_max = 50000 (auto: exact search up to this many)
 
 Every problem is a ConfigError naming the file, the line and the key. A config is identified by
 the hash of its canonical JSON; the store appends it to the log as a policy event whenever it
@@ -52,7 +54,8 @@ from .template import Template, TemplateError, compile_template
 KINDS = ("axiom", "persona", "fact", "event", "summary")
 #: infinite half-life (no decay) is written as "none" / "inf"
 DEFAULT_HALF_LIFE = {"axiom": None, "persona": None, "fact": "7d", "event": "1d", "summary": "3d"}
-DEFAULT_WEIGHTS = {"priority": 1.0, "recency": 1.0, "reinforcement": 0.5}
+DEFAULT_WEIGHTS = {"priority": 1.0, "recency": 1.0, "reinforcement": 0.5, "relevance": 3.0}
+INDEX_KINDS = ("auto", "flat", "hnsw")
 DEFAULT_BUDGET = 2000
 DEFAULT_SNAPSHOT_EVERY = 100_000
 DEFAULT_SNAPSHOT_RETAIN = 3
@@ -168,6 +171,9 @@ class Config:
     raw: dict[str, Any]          # the parsed TOML, as stored in the policy event
     hash: str
     file: str | None = None
+    embed_model: str = "minilm"  # [embeddings] model: "minilm" or "off"
+    index_kind: str = "auto"     # [embeddings] index: auto | flat | hnsw
+    index_flat_max: int = 50_000 # [embeddings] flat_max: auto uses exact search up to this many vectors
 
     def agent(self, name: str) -> AgentPolicy | None:
         return self.agents.get(name)
@@ -217,7 +223,7 @@ def from_dict(raw: dict[str, Any], *, file: str | None = None, locate: "_Locator
     def fail(path: tuple, message: str, expected: str | None = None) -> ConfigError:
         return ConfigError(message, file=file, line=loc.line(path), field=_dotted(path), expected=expected)
 
-    _only(raw, ("rules", "agents", "defaults", "snapshots", "view"), (), fail)
+    _only(raw, ("rules", "agents", "defaults", "snapshots", "view", "embeddings"), (), fail)
     defaults = _table(raw, ("defaults",), fail)
     _only(defaults, ("half_life", "weights", "budget"), ("defaults",), fail)
     base_hl = _half_lives(DEFAULT_HALF_LIFE, defaults.get("half_life", {}), ("defaults", "half_life"), fail)
@@ -241,7 +247,17 @@ def from_dict(raw: dict[str, Any], *, file: str | None = None, locate: "_Locator
     tok = view.get("tokenizer", "minilm")
     if tok not in TOKENIZERS:
         raise fail(("view", "tokenizer"), f"unknown tokenizer {tok!r}", " or ".join(TOKENIZERS))
+    emb = _table(raw, ("embeddings",), fail)
+    _only(emb, ("model", "index", "flat_max"), ("embeddings",), fail)
+    model = emb.get("model", "minilm")
+    if model not in ("minilm", "off"):
+        raise fail(("embeddings", "model"), f"unknown embedding model {model!r}", "minilm | off")
+    kind = emb.get("index", "auto")
+    if kind not in INDEX_KINDS:
+        raise fail(("embeddings", "index"), f"unknown index kind {kind!r}", " | ".join(INDEX_KINDS))
     return Config(
+        embed_model=model, index_kind=kind,
+        index_flat_max=_int(emb, "flat_max", 50_000, ("embeddings",), fail, minimum=1),
         rules=rules, agents=agents,
         snapshot_every=_int(snaps, "every", DEFAULT_SNAPSHOT_EVERY, ("snapshots",), fail, minimum=0),
         snapshot_retain=_int(snaps, "retain", DEFAULT_SNAPSHOT_RETAIN, ("snapshots",), fail, minimum=1),

@@ -17,16 +17,19 @@ import time as _time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .config import AgentPolicy, Config
 from .errors import AccessDenied, BadInput, CtxdbError
 from .events import micros
-from .items import ItemStore, ItemVersion, like_pattern
+from .items import ItemStore, ItemVersion, like_pattern, rows_to_versions
 from .log import BaseLog, parse_time
 from .projector import PROJECT_COLUMNS, Projector
 from .tokenizer import Tokenizer, get_tokenizer
 from .view import BudgetError, Candidates, View, allowed, assemble, render_line
+
+if TYPE_CHECKING:
+    from .semantic import Semantic
 
 
 #: write-behind: projected batches are written to the item store when this many versions or
@@ -117,8 +120,9 @@ class Subscription:
 
 class Views:
     def __init__(self, log: BaseLog, items: ItemStore, projector: Projector, *, live: bool,
-                 on_projected: Callable[[int], None] | None = None) -> None:
+                 on_projected: Callable[[int], None] | None = None, semantic: "Semantic | None" = None) -> None:
         self.log, self.items, self.projector = log, items, projector
+        self.semantic = semantic
         self.live = live
         self.on_projected = on_projected
         self._lock = threading.RLock()              # projection + live state
@@ -139,6 +143,8 @@ class Views:
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        if self.semantic is not None and not self.semantic.started and self.live:
+            self.semantic.start(lambda after: self.items.texts_after(after, 512), self.projector.seq)
         if self.live and self._thread is None:
             self._thread = threading.Thread(target=self._run, name="ctxdb-projector", daemon=True)
             self._thread.start()
@@ -149,6 +155,8 @@ class Views:
             self.log._changed.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self.semantic is not None:
+            self.semantic.close()
         for subs in list(self._subs.values()):
             for s in list(subs):
                 s.close()
@@ -197,6 +205,9 @@ class Views:
             # crash the same versions are re-projected from the durable log.
             self._pending.extend(writes)  # before anything below can fail
             self._pending_versions += sum(len(w.new) for w in writes)
+            if self.semantic is not None and self.live and writes:
+                self.semantic.enqueue(proj.seq, writes[-1].next_vid - 1,
+                                      [(v.hash, v.text) for w in writes for v in w.new if v.op == "upsert"])
             self._refresh_views()
             if self._pending_versions >= WRITE_BEHIND_VERSIONS or \
                     _time.monotonic() - self._last_write >= WRITE_BEHIND_SECONDS or not self.live:
@@ -390,7 +401,8 @@ class Views:
 
     # ---- reading views -----------------------------------------------------------------------
     def view(self, agent: str, *, as_of: datetime | str | None = None, seq: int | None = None,
-             budget: int | None = None, explain: bool = False, valid_at: datetime | str | None = None) -> View:
+             budget: int | None = None, explain: bool = False, valid_at: datetime | str | None = None,
+             query: str | None = None) -> View:
         if as_of is not None and seq is not None:
             raise BadInput("give either as_of or seq, not both", field="as_of")
         end = self.log.last_seq
@@ -403,8 +415,17 @@ class Views:
             self.wait(target)
         if self.error is not None:
             raise self.error
+        if query is not None:
+            self._need_semantic()
         if seq is None and valid_at is None and not explain:
             with self._lock:
+                if query is not None:
+                    cfg = self.projector.config
+                    pol = self._policy(cfg, agent, self.projector.seq)
+                    seq, now, version = self._position()
+                    if seq:
+                        return self._assemble(self._cands[agent], pol, seq, now, self.projector.uses, cfg, version,
+                                              budget=budget, query=query, relevance=self._relevance(query))
                 cfg = self.projector.config
                 pol = self._policy(cfg, agent, self.projector.seq)
                 if budget is None or budget == pol.budget:
@@ -415,7 +436,63 @@ class Views:
                         return v
                 seq = self.projector.seq
         return self.view_at(agent, seq if seq is not None else self.projector.seq, budget=budget,
-                            explain=explain, valid_at=valid_at)
+                            explain=explain, valid_at=valid_at, query=query)
+
+    def _need_semantic(self) -> "Semantic":
+        if self.semantic is None:
+            raise BadInput("query-aware views and search need embeddings, and this store has them off "
+                           "([embeddings] model = \"off\" or CTXDB_EMBEDDINGS=off)", field="query",
+                           expected="[embeddings] model = \"minilm\"")
+        return self.semantic
+
+    def _relevance(self, query: str) -> Callable:
+        sem = self._need_semantic()
+        return lambda hashes, text_of: sem.relevance(query, hashes, text_of)
+
+    def search(self, agent: str, query: str, *, k: int = 10, as_of: datetime | str | None = None,
+               seq: int | None = None) -> list:
+        """The `k` items most relevant to `query` among those `agent` may see at the position."""
+        from .semantic import search_candidates
+        from .view import visible
+
+        sem = self._need_semantic()
+        if as_of is not None and seq is not None:
+            raise BadInput("give either as_of or seq, not both", field="as_of")
+        end = self.log.last_seq
+        if as_of is not None:
+            seq = self.log.seq_at(as_of)
+        if seq is not None and (seq < 0 or seq > end):
+            raise BadInput(f"seq {seq} is outside the log (1..{end})", field="seq", expected=f"0..{end}")
+        target = end if seq is None else seq
+        if self.projector.seq < target:
+            self.wait(target)
+        if self.error is not None:
+            raise self.error
+        with self._lock:
+            if seq is None or seq == self.projector.seq:
+                cfg = self.projector.config
+                pol = self._policy(cfg, agent, self.projector.seq)
+                seq, now, _ = self._position()
+                if not seq:
+                    return []
+                C = self._cands[agent]
+                return search_candidates(sem, C, visible(C, pol, now), query, k)
+        C, pol, now = self._past_candidates(agent, seq)
+        return search_candidates(sem, C, visible(C, pol, now), query, k)
+
+    def _past_candidates(self, agent: str, seq: int):
+        self.persist()
+        cfg, _ = self.projector.policy_at(seq)
+        pol = self._policy(cfg, agent, seq)
+        now = self.log.recorded_at_of(seq)
+        tbl = self.items.versions_at_arrow(seq, subject_like=[like_pattern(p) for p in pol.subjects],
+                                           kinds=pol.kinds, deny_tags=pol.deny_tags)
+        if pol.allow_tags is not None:
+            vs = [v for v in rows_to_versions(tbl) if allowed(pol, v)]
+            C = Candidates.build(vs, pol, self._counter(self.tokenizer(cfg))(vs))
+        else:
+            C = Candidates.from_arrow(tbl, pol, self._counts_for(self.tokenizer(cfg), tbl))
+        return C, pol, now
 
     def _policy(self, cfg: Config, agent: str, seq: int) -> AgentPolicy:
         pol = cfg.agent(agent)
@@ -426,7 +503,7 @@ class Views:
         return pol
 
     def view_at(self, agent: str, seq: int, *, budget: int | None = None, explain: bool = False,
-                valid_at: datetime | str | None = None) -> View:
+                valid_at: datetime | str | None = None, query: str | None = None) -> View:
         """Assemble the view at a past (projected) position from the item store."""
         self.persist()  # projected batches land before a past view reads the item store
         cfg, pol_rec = self.projector.policy_at(seq)
@@ -436,7 +513,7 @@ class Views:
             t_us = micros(parse_time(valid_at))
             cands = self.items.valid_at(t_us, seq, self.projector.epoch_start(seq))
             return self._assemble(cands, pol, seq, t_us, self.items.uses_at(seq), cfg, version, budget=budget,
-                                  explain=explain, valid_at=_iso_us(t_us))
+                                  explain=explain, valid_at=_iso_us(t_us), **self._q(query))
         now = self.log.recorded_at_of(seq)
         if explain:
             cands = self.items.versions_at(seq)
@@ -451,7 +528,10 @@ class Views:
             cands = self.items.versions_at(seq, subject_like=[like_pattern(p) for p in pol.subjects],
                                            kinds=pol.kinds)
         return self._assemble(cands, pol, seq, now, self.items.uses_at(seq), cfg, version, budget=budget,
-                              explain=explain)
+                              explain=explain, **self._q(query))
+
+    def _q(self, query: str | None) -> dict[str, Any]:
+        return {} if query is None else {"query": query, "relevance": self._relevance(query)}
 
     # ---- subscriptions -----------------------------------------------------------------------
     def subscribe(self, agent: str) -> Subscription:

@@ -32,6 +32,11 @@ from .log_disk import DEFAULT_SEGMENT_EVENTS, DiskLog, Recovery
 from .projector import DECISION_TYPE, POLICY_TYPE, PythonRule, Projector, rules_fingerprint
 from .snapshot import ITEMS_FILE, Manifest, Snapshots
 from .view import View
+from .embed import Embedder, get_embedder
+from .semantic import Hit, Semantic
+from .vectors import EmbeddingStore, stored_embedding_state
+
+VECTORS_DIR = "vectors"
 
 DEFAULT_PATH = "data"
 
@@ -44,13 +49,15 @@ class Store:
     """An open ctxdb store. Thread-safe; one writer process per store (others open read-only).
 
     Wiring: a log (events), an item store (DuckDB item versions), a projector (rules -> items),
-    live views (materialized per agent, pushed to subscribers) and snapshots. The item side is
+    live views (materialized per agent, pushed to subscribers), snapshots, and the semantic side
+    (embedder, stored embeddings, keyword index) behind query-aware views and search. The item side is
     assembled on first use (a view, a subscription, `wait`), so Python rules registered with
     `@db.rule` before that apply from the first event."""
 
     def __init__(self, log: BaseLog, path: Path | None = None, *, config: str | os.PathLike | None = None,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, embedder: "Embedder | None | str" = "config") -> None:
         self.path = path
+        self._embedder_arg = embedder
         self.log = log
         self.readonly = readonly
         self._config_arg = config
@@ -132,12 +139,22 @@ class Store:
         return self._views().projector.config
 
     def view(self, agent: str, *, as_of: datetime | str | None = None, seq: int | None = None,
-             budget: int | None = None, explain: bool = False, valid_at: datetime | str | None = None) -> View:
+             budget: int | None = None, explain: bool = False, valid_at: datetime | str | None = None,
+             query: str | None = None) -> View:
         """The context view of `agent`: current (materialized), at a log position (`seq`), as the
         log stood at a time (`as_of`: datetime, RFC 3339 or '2h ago'), or what was true at a
         time as known now (`valid_at`). A past view equals the one served live then, byte for
-        byte. Raises AccessDenied for an agent without a policy."""
-        return self._views().view(agent, as_of=as_of, seq=seq, budget=budget, explain=explain, valid_at=valid_at)
+        byte. With `query`, relevance to it joins priority and recency in the score (the same
+        position and query give the same bytes later). Raises AccessDenied for an agent without
+        a policy."""
+        return self._views().view(agent, as_of=as_of, seq=seq, budget=budget, explain=explain, valid_at=valid_at,
+                                  query=query)
+
+    def search(self, agent: str, query: str, *, k: int = 10, as_of: datetime | str | None = None,
+               seq: int | None = None) -> "list[Hit]":
+        """The `k` items most relevant to `query` (vector similarity fused with BM25) among the
+        items `agent` may see at the position (default: now); identical texts count once."""
+        return self._views().search(agent, query, k=k, as_of=as_of, seq=seq)
 
     def subscribe(self, agent: str) -> Subscription:
         """Updates of `agent`'s view as it changes (sync or async iterator of ViewUpdate); the
@@ -201,12 +218,19 @@ class Store:
         return self.log.last_seq
 
     def wait(self, seq: int | None = None, timeout: float | None = None) -> bool:
-        """Block until `seq` (default: the current end of the log) is visible and projected into
-        items and views. False on timeout."""
+        """Block until `seq` (default: the current end of the log) is visible and covered by every
+        background projector: items and views, and embeddings. False on timeout."""
         target = self.log.last_seq if seq is None else seq
+        deadline = None if timeout is None else time.monotonic() + timeout
+        left = lambda: None if deadline is None else max(0.0, deadline - time.monotonic())  # noqa: E731
         if not self.log.wait_for(target, timeout):
             return False
-        return self._views().wait(target, timeout)
+        views = self._views()
+        if not views.wait(target, left()):
+            return False
+        if views.semantic is not None and views.live:
+            return views.semantic.wait(target, left())
+        return True
 
     def refresh(self) -> None:
         self.log.refresh()
@@ -223,6 +247,18 @@ class Store:
             out["rules_skipped"] = p.stats.skipped
             if p.stats.last_skip:
                 out["last_skip"] = p.stats.last_skip
+            sem = eng.semantic
+            if sem is not None:
+                out.update(embedding_model=sem.embedder.model_id, embedded_seq=sem.seq,
+                           embedder_lag=max(0, self.log.last_seq - sem.seq), embeddings=len(sem.store),
+                           embed_queue=sem.pending())
+                if sem.error is not None:
+                    out["embedder_error"] = str(sem.error)
+        elif self.path is not None:
+            st = stored_embedding_state(self.path / VECTORS_DIR)
+            if st is not None:
+                out.update(embedding_model=st.model, embedded_seq=st.seq,
+                           embedder_lag=max(0, self.log.last_seq - st.seq), embeddings=st.n)
         return out
 
     @property
@@ -249,7 +285,22 @@ class Store:
         items = self._open_items()
         projector = Projector(items, self._python_rules)
         self._last_snapshot = projector.seq
-        return Views(self.log, items, projector, live=not self.readonly, on_projected=self._on_projected)
+        return Views(self.log, items, projector, live=not self.readonly, on_projected=self._on_projected,
+                     semantic=self._build_semantic(projector))
+
+    def _build_semantic(self, projector: Projector) -> "Semantic | None":
+        """The embedder the config names (CTXDB_EMBEDDINGS=off turns it off for this process),
+        its stored embeddings under vectors/, and the keyword index."""
+        emb = self._embedder_arg
+        if emb == "config":
+            cfg = self._resolve_config() or projector.config
+            name = os.environ.get("CTXDB_EMBEDDINGS") or cfg.embed_model
+            emb = get_embedder(name)
+        if emb is None:
+            return None
+        root = None if self.path is None else self.path / VECTORS_DIR
+        store = EmbeddingStore(root, emb.model_id, emb.dim, readonly=self.readonly)
+        return Semantic(emb, store, live=not self.readonly)
 
     def _open_items(self) -> ItemStore:
         if self.path is None:
@@ -363,6 +414,7 @@ def open(
     path: str | os.PathLike | None = None, *, readonly: bool = False,
     segment_events: int | None = None, sync: bool = True,
     clock: Callable[[], int] | None = None, config: str | os.PathLike | None = None,
+    embedder: "Embedder | None | str" = "config",
 ) -> Store:
     """Open (creating if needed) the store at `path` (default $CTXDB_PATH or ./data).
 
@@ -372,21 +424,25 @@ def open(
 
     `config`: a ctxdb.toml path; default `ctxdb.toml` in the store folder, else in the working
     directory, else the policy the log already holds (else a built-in default). A config that
-    differs from the log's current policy is appended as a new policy version."""
+    differs from the log's current policy is appended as a new policy version.
+
+    `embedder`: "config" (default: the model [embeddings] names, all-MiniLM-L6-v2), None for no
+    embeddings (no query-aware views or search), or any object with model_id, dim and encode()."""
     p = Path(path if path is not None else default_path())
     if segment_events is None:
         segment_events = int(os.environ.get("CTXDB_SEGMENT_EVENTS") or DEFAULT_SEGMENT_EVENTS)
     if config is not None:
         load_config(config)  # a bad config fails at open, before anything is written
     log = DiskLog(p, readonly=readonly, segment_events=segment_events, clock=clock, sync=sync)
-    return Store(log, p, config=config, readonly=readonly)
+    return Store(log, p, config=config, readonly=readonly, embedder=embedder)
 
 
-def open_memory(clock: Callable[[], int] | None = None, *, config: str | os.PathLike | None = None) -> Store:
+def open_memory(clock: Callable[[], int] | None = None, *, config: str | os.PathLike | None = None,
+                embedder: "Embedder | None | str" = "config") -> Store:
     """A store with nothing on disk (tests, notebooks)."""
     from .log import MemoryLog
 
-    return Store(MemoryLog(clock), config=config)
+    return Store(MemoryLog(clock), config=config, embedder=embedder)
 
 
 def _now_iso() -> str:

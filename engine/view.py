@@ -33,7 +33,7 @@ from .events import utc_from_micros
 from .items import ItemVersion
 from .tokenizer import Tokenizer
 
-RENDERER_VERSION = "ctxdb-render/1"
+RENDERER_VERSION = "ctxdb-render/2"   # 2: identical texts collapse into one item
 SECTIONS = (("axiom", "Axioms"), ("persona", "Persona"), ("fact", "Facts"), ("summary", "Summaries"),
             ("event", "Events"))
 CHRONOLOGICAL = {"event", "summary"}
@@ -64,6 +64,10 @@ class ViewItem(msgspec.Struct, frozen=True, gc=False):
     from_seq: int
     lineage_seqs: tuple[int, ...]
     lineage_ids: tuple[str, ...]
+    relevance: float | None = None      # query-aware views: fused relevance and its two parts
+    vector: float | None = None
+    keyword: float | None = None
+    merged: tuple[str, ...] = ()        # keys of items with the identical text folded into this one
 
 
 class Explained(msgspec.Struct, frozen=True):
@@ -75,6 +79,8 @@ class Explained(msgspec.Struct, frozen=True):
     recency: float | None = None
     reinforcement: float | None = None
     tokens: int | None = None
+    relevance: float | None = None
+    duplicate_of: str | None = None
 
 
 class View(msgspec.Struct, frozen=True):
@@ -145,7 +151,8 @@ class Candidates:
     one per agent and updates it per commit; a past view builds one from the item store. Both
     feed the same `assemble`, whose result does not depend on candidate order."""
 
-    __slots__ = ("items", "keys", "pos", "exp", "tim", "prio", "kind", "must", "tok")
+    __slots__ = ("items", "keys", "pos", "exp", "tim", "prio", "kind", "must", "tok", "hashes", "hcount", "dups",
+                 "texts")
 
     def __init__(self) -> None:
         self.items: Any = []                     # list[ItemVersion] (or lazy rows of an Arrow table)
@@ -157,6 +164,10 @@ class Candidates:
         self.kind: list[int] = []
         self.must: list[bool] = []
         self.tok: list[int] = []
+        self.hashes: list[str] = []
+        self.hcount: dict[str, int] = {}         # content hash -> candidates with that text
+        self.dups = 0                            # hashes held by more than one candidate
+        self.texts: Any = None                   # Arrow text column (past views)
 
     @classmethod
     def build(cls, items: list[ItemVersion], policy: AgentPolicy, counts: list[int]) -> "Candidates":
@@ -180,8 +191,18 @@ class Candidates:
         pinned = tbl.column("pinned").to_pylist()
         c.must = [p or k == "axiom" or (bool(policy.pinned) and _pinned(policy.pinned, key))
                   for p, k, key in zip(pinned, kinds, c.keys)]
-        c.tok = [counts[h] for h in tbl.column("hash").to_pylist()]
+        c.texts = tbl.column("text")
+        c.hashes = tbl.column("hash").to_pylist()
+        c.tok = [counts[h] for h in c.hashes]
+        for h in c.hashes:
+            n = c.hcount.get(h, 0) + 1
+            c.hcount[h] = n
+            if n == 2:
+                c.dups += 1
         return c
+
+    def text(self, i: int) -> str:
+        return self.items[i].text if self.texts is None else self.texts[i].as_py()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -198,13 +219,27 @@ class Candidates:
         self.kind.append(KIND_CODE[v.kind])
         self.must.append(v.pinned or v.kind == "axiom" or (bool(policy.pinned) and _pinned(policy.pinned, v.key)))
         self.tok.append(tokens)
+        self.hashes.append(v.hash)
+        n = self.hcount.get(v.hash, 0) + 1
+        self.hcount[v.hash] = n
+        if n == 2:
+            self.dups += 1
 
     def remove(self, key: str) -> None:
         i = self.pos.pop(key, None)
         if i is None:
             return
         last = len(self.items) - 1
-        for col in (self.items, self.keys, self.exp, self.tim, self.prio, self.kind, self.must, self.tok):
+        h = self.hashes[i]
+        n = self.hcount[h] - 1
+        if n:
+            self.hcount[h] = n
+            if n == 1:
+                self.dups -= 1
+        else:
+            del self.hcount[h]
+        for col in (self.items, self.keys, self.exp, self.tim, self.prio, self.kind, self.must, self.tok,
+                    self.hashes):
             col[i] = col[last]
             col.pop()
         if i != last:
@@ -219,10 +254,13 @@ def assemble(
     candidates: Iterable[ItemVersion] | Candidates, policy: AgentPolicy, *, seq: int, now_us: int,
     uses: dict[str, int], tokens: Callable[[list[ItemVersion]], list[int]], tokenizer: Tokenizer,
     policy_version: int, policy_hash: str, budget: int | None = None, explain: bool = False,
-    query: str | None = None, valid_at: str | None = None,
+    query: str | None = None, valid_at: str | None = None, relevance: Callable | None = None,
 ) -> View:
     """`candidates` as a `Candidates` set is taken as already allowed by `policy` (the live
-    path keeps one per agent); any other iterable is filtered by the policy here."""
+    path keeps one per agent); any other iterable is filtered by the policy here.
+
+    `relevance(hashes, text_of) -> semantic.Relevance` scores the visible candidates against
+    `query` (query-aware views); its fused score joins the others with weight w_relevance."""
     budget = policy.budget if budget is None else budget
     notes: list[Explained] = []
     if isinstance(candidates, Candidates):
@@ -235,12 +273,7 @@ def assemble(
             elif explain:
                 notes.append(Explained(v.key, v.kind, "denied by policy"))
         C = Candidates.build(kept, policy, tokens(kept))
-    exp = np.array(C.exp, dtype=np.int64)
-    tim = np.array(C.tim, dtype=np.int64)
-    must_all = np.array(C.must, dtype=bool)
-    keep = exp > now_us
-    if policy.history_us is not None:
-        keep &= (tim >= now_us - policy.history_us) | must_all
+    keep, exp, tim, must_all = _visible(C, policy, now_us)
     if explain:
         for i in np.flatnonzero(~keep):
             v = C.items[i]
@@ -262,9 +295,25 @@ def assemble(
     recency = np.power(0.5, age / (hl * (1.0 + u)))
     reinf = 1.0 - np.power(0.5, u)
     score = wp * prio + wr * recency + wu * reinf
+    rel = None
+    if relevance is not None and query is not None:
+        rel = relevance([C.hashes[i] for i in live.idx], lambda j: C.text(live.idx[j]))
+        score = score + policy.weight("relevance") * rel.rel
+
+    # Identical texts collapse into one item (the best-scored; ties: key) with combined lineage.
+    merged: dict[int, list[int]] = {}
+    if C.dups:
+        must, score, keepmask, merged, dropped = _dedup(C, live, must, score)
+        if explain:
+            for j, into in dropped:
+                notes.append(Explained(live[j].key, live[j].kind, "duplicate", float(score[j]),
+                                       duplicate_of=live.key(into)))
+        score = np.where(keepmask, score, -np.inf)
 
     def entry(i: int) -> tuple:
-        return (live[i], int(counts[i]), float(score[i]), float(recency[i]), float(reinf[i]), int(u[i]), bool(must[i]))
+        r = None if rel is None else (float(rel.rel[i]), float(rel.cos[i]), float(rel.kw[i]))
+        return (live[i], int(counts[i]), float(score[i]), float(recency[i]), float(reinf[i]), int(u[i]),
+                bool(must[i]), r, tuple(live[j] for j in merged.get(i, ())))
 
     header = _header(policy.name, seq, now_us, valid_at)
     heading_cost = {kind: tokenizer.count(f"## {title}") for kind, title in SECTIONS}
@@ -279,7 +328,7 @@ def assemble(
     if used > budget:
         raise BudgetError(
             f"agent {policy.name!r}: pinned items and axioms need {used} tokens, the budget is {budget}")
-    rest = np.flatnonzero(~must)
+    rest = np.flatnonzero(~must & np.isfinite(score))
     order = _by_score_then_key(rest, score, live)
     evicted: list[tuple] = []
     smallest = int(counts[rest].min()) if len(rest) else 0
@@ -315,12 +364,14 @@ def assemble(
     items = tuple(_view_item(s) for s in _ordered(chosen))
     if explain:
         for s in chosen:
-            notes.append(Explained(s[0].key, s[0].kind, "included", s[2], s[0].priority, s[3], s[4], s[1]))
+            notes.append(Explained(s[0].key, s[0].kind, "included", s[2], s[0].priority, s[3], s[4], s[1],
+                                   None if s[7] is None else round(s[7][0], 9)))
         for s in evicted:
-            notes.append(Explained(s[0].key, s[0].kind, "evicted by budget", s[2], s[0].priority, s[3], s[4], s[1]))
+            notes.append(Explained(s[0].key, s[0].kind, "evicted by budget", s[2], s[0].priority, s[3], s[4], s[1],
+                                   None if s[7] is None else round(s[7][0], 9)))
         notes.sort(key=lambda e: (_STATUS_ORDER[e.status], -(e.score or 0.0), e.key))
     h = hashlib.blake2b(digest_size=16)
-    for part in (RENDERER_VERSION, policy_hash, tokenizer.name, text):
+    for part in (RENDERER_VERSION, policy_hash, tokenizer.name, text) + (() if query is None else (query,)):
         h.update(part.encode())
         h.update(b"\x00")
     return View(agent=policy.name, seq=seq, as_of=utc_from_micros(now_us), text=text, tokens=exact,
@@ -330,6 +381,23 @@ def assemble(
 
 
 _NEVER = np.iinfo(np.int64).max
+
+
+def _visible(C: Candidates, policy: AgentPolicy, now_us: int):
+    """Mask of candidates not expired at `now_us` and inside the history window (pinned and
+    axioms exempt from history), with the expiry, time and must-include columns."""
+    exp = np.array(C.exp, dtype=np.int64)
+    tim = np.array(C.tim, dtype=np.int64)
+    must_all = np.array(C.must, dtype=bool)
+    keep = exp > now_us
+    if policy.history_us is not None:
+        keep &= (tim >= now_us - policy.history_us) | must_all
+    return keep, exp, tim, must_all
+
+
+def visible(C: Candidates, policy: AgentPolicy, now_us: int) -> np.ndarray:
+    """Indices of the candidates an agent's view at `now_us` may hold (search uses the same)."""
+    return np.flatnonzero(_visible(C, policy, now_us)[0])
 
 
 @lru_cache(maxsize=1 << 20)
@@ -390,11 +458,9 @@ class _ArrowItems:
             v = self._made[i] = rows_to_versions(self.tbl.slice(i, 1))[0]
         return v
 
-    def __len__(self) -> int:
-        return len(self.idx)
 
-
-_STATUS_ORDER = {"included": 0, "evicted by budget": 1, "outside history": 2, "expired": 3, "denied by policy": 4}
+_STATUS_ORDER = {"included": 0, "evicted by budget": 1, "duplicate": 2, "outside history": 3, "expired": 4,
+                 "denied by policy": 5}
 
 
 def _neg(key: str) -> tuple:
@@ -431,11 +497,42 @@ def _render(header: str, chosen: list[tuple]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _dedup(C: Candidates, live: "_Picked", must: np.ndarray, score: np.ndarray):
+    """Group visible candidates by content hash; keep one per group: a must-include one first,
+    then the best score, ties by key. Returns (must, score, keep mask, {kept: [folded]}, [(folded, kept)])."""
+    groups: dict[str, list[int]] = {}
+    for j, i in enumerate(live.idx):
+        h = C.hashes[i]
+        if C.hcount[h] > 1:
+            groups.setdefault(h, []).append(j)
+    keep = np.ones(len(live), dtype=bool)
+    merged: dict[int, list[int]] = {}
+    dropped: list[tuple[int, int]] = []
+    must = must.copy()
+    for js in groups.values():
+        if len(js) < 2:
+            continue
+        best = min(js, key=lambda j: (not must[j], -score[j], live.key(j)))
+        rest = sorted((j for j in js if j != best), key=live.key)
+        merged[best] = rest
+        for j in rest:
+            keep[j] = False
+            must[j] = False
+            dropped.append((j, best))
+    return must, score, keep, merged, dropped
+
+
 def _view_item(s: tuple) -> ViewItem:
-    v, n, score, recency, reinf, u, must = s
+    v, n, score, recency, reinf, u, must, r, folded = s
+    seqs, ids = v.lineage_seqs, v.lineage_ids
+    if folded:
+        pairs = sorted(set(zip(seqs, ids)).union(*(zip(f.lineage_seqs, f.lineage_ids) for f in folded)))
+        seqs, ids = tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
     return ViewItem(
         key=v.key, kind=v.kind, subject=v.subject, text=v.text, tokens=n, score=round(score, 9),
         priority=v.priority, recency=round(recency, 9), reinforcement=round(reinf, 9), uses=u, pinned=must,
         tags=v.tags, time=_iso(utc_from_micros(v.time_us)),
         expires=None if v.expires_us is None else _iso(utc_from_micros(v.expires_us)),
-        hash=item_hash(v), from_seq=v.from_seq, lineage_seqs=v.lineage_seqs, lineage_ids=v.lineage_ids)
+        hash=item_hash(v), from_seq=v.from_seq, lineage_seqs=seqs, lineage_ids=ids,
+        relevance=None if r is None else round(r[0], 9), vector=None if r is None else r[1],
+        keyword=None if r is None else r[2], merged=tuple(f.key for f in folded))

@@ -14,6 +14,9 @@ import ctxdb
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The background embedder (all-MiniLM-L6-v2, ~150 texts/s) would compete for the 2 cores with
+# every test that opens a store; the semantic tests pass `embedder=` explicitly (or clear this).
+os.environ.setdefault("CTXDB_EMBEDDINGS", "off")
 
 
 class Clock:
