@@ -198,6 +198,7 @@ def view(
     budget: Optional[int] = typer.Option(None, "--budget", help="Token budget [default: the agent's policy]."),
     explain: bool = typer.Option(False, "--explain", help="Show every candidate item: score components and why it is in or out."),
     follow: bool = typer.Option(False, "--follow", "-F", help="Print the view again each time it changes."),
+    query: Optional[str] = typer.Option(None, "--query", "-q", help="Query-aware view: relevance to this question joins the score."),
     db: Optional[Path] = DbOpt,
     config: Optional[Path] = ConfigOpt,
     as_json: bool = JsonOpt,
@@ -205,8 +206,11 @@ def view(
     """Print an agent's context view: the text for its system prompt (or --json with every item,
     its score components and lineage)."""
     with _errors():
+        if follow and query is not None:
+            raise ctxdb.BadInput("--follow follows the plain view; drop --query", field="--follow")
         with _open_for_views(db, config) as store:
-            v = store.view(agent, as_of=as_of, seq=seq, budget=budget, explain=explain, valid_at=valid_at)
+            v = store.view(agent, as_of=as_of, seq=seq, budget=budget, explain=explain, valid_at=valid_at,
+                           query=query)
             _print_view(v, as_json, explain)
             if follow:
                 with store.subscribe(agent) as sub:
@@ -225,12 +229,45 @@ def _print_view(v: "ctxdb.View", as_json: bool, explain: bool) -> None:
          f"policy v{v.policy_version}, hash {v.hash}")
     if explain:
         typer.echo("")
-        typer.echo(f"{'status':<18} {'score':>7} {'prio':>5} {'recency':>7} {'reinf':>5} {'tokens':>6}  {'kind':<8} key")
+        rel = v.query is not None
+        typer.echo(f"{'status':<18} {'score':>7} {'prio':>5} {'recency':>7} {'reinf':>5} "
+                   + (f"{'relev':>6} " if rel else "") + f"{'tokens':>6}  {'kind':<8} key")
         for e in v.explain:
             num = lambda x, w, d=3: f"{x:>{w}.{d}f}" if x is not None else " " * (w - 1) + "-"  # noqa: E731
             tok = f"{e.tokens:>6}" if e.tokens is not None else "     -"
+            dup = f" (same text as {e.duplicate_of})" if e.duplicate_of else ""
             typer.echo(f"{e.status:<18} {num(e.score, 7)} {num(e.priority, 5, 2)} {num(e.recency, 7)} "
-                       f"{num(e.reinforcement, 5, 2)} {tok}  {e.kind:<8} {e.key}")
+                       f"{num(e.reinforcement, 5, 2)} " + (f"{num(e.relevance, 6)} " if rel else "")
+                       + f"{tok}  {e.kind:<8} {e.key}{dup}")
+
+
+@app.command()
+def search(
+    query: str = typer.Argument(..., help="What to look for (words, names, ids, a question)."),
+    agent: str = typer.Option(..., "--agent", "-a", help="Search as this agent: only items its policy lets it see."),
+    k: int = typer.Option(10, "--k", "-k", help="How many results."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Search the items as the log stood then."),
+    seq: Optional[int] = typer.Option(None, "--seq", help="Search the items at this log position."),
+    db: Optional[Path] = DbOpt,
+    config: Optional[Path] = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Hybrid search (embeddings fused with BM25 keywords) over the items an agent may see."""
+    with _errors():
+        with _open_for_views(db, config) as store:
+            hits = store.search(agent, query, k=k, as_of=as_of, seq=seq)
+        if as_json:
+            import msgspec
+
+            typer.echo(msgspec.json.encode(hits).decode())
+            return
+        typer.echo(f"{'rank':>4} {'score':>6} {'vector':>6} {'bm25':>6}  {'key':<28} text")
+        for h in hits:
+            text = h.text.replace("\n", " ")
+            text = text if len(text) <= 100 else text[:99] + "…"
+            typer.echo(f"{h.rank:>4} {h.score:>6.3f} {h.vector:>6.3f} {h.keyword:>6.2f}  {h.key:<28} {text}")
+        if not hits:
+            _err("no items visible to this agent match")
 
 
 @app.command()
