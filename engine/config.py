@@ -47,7 +47,7 @@ from typing import Any
 
 import msgspec
 
-from .errors import ConfigError
+from .errors import BadInput, ConfigError
 from .log import glob_body
 from .template import Template, TemplateError, compile_template
 
@@ -113,6 +113,8 @@ class Summarize:
     every: int
     priority: float
     ttl_us: int | None
+    llm: bool = False                # summarize the window with the configured [summarizer]
+    instruction: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class Rule:
     pinned: bool = False
     retract: Template | None = None
     summarize: Summarize | None = None
+    llm: str | None = None           # instruction: replace the item's text by an LLM summary of it
 
     def matches(self, event_type: str) -> bool:
         return glob_match(self.on, event_type)
@@ -174,6 +177,7 @@ class Config:
     embed_model: str = "minilm"  # [embeddings] model: "minilm" or "off"
     index_kind: str = "auto"     # [embeddings] index: auto | flat | hnsw
     index_flat_max: int = 50_000 # [embeddings] flat_max: auto uses exact search up to this many vectors
+    summarizer: dict = field(default_factory=dict)   # [summarizer]: kind = "template" | "openai", ...
 
     def agent(self, name: str) -> AgentPolicy | None:
         return self.agents.get(name)
@@ -223,7 +227,7 @@ def from_dict(raw: dict[str, Any], *, file: str | None = None, locate: "_Locator
     def fail(path: tuple, message: str, expected: str | None = None) -> ConfigError:
         return ConfigError(message, file=file, line=loc.line(path), field=_dotted(path), expected=expected)
 
-    _only(raw, ("rules", "agents", "defaults", "snapshots", "view", "embeddings"), (), fail)
+    _only(raw, ("rules", "agents", "defaults", "snapshots", "view", "embeddings", "summarizer"), (), fail)
     defaults = _table(raw, ("defaults",), fail)
     _only(defaults, ("half_life", "weights", "budget"), ("defaults",), fail)
     base_hl = _half_lives(DEFAULT_HALF_LIFE, defaults.get("half_life", {}), ("defaults", "half_life"), fail)
@@ -247,6 +251,13 @@ def from_dict(raw: dict[str, Any], *, file: str | None = None, locate: "_Locator
     tok = view.get("tokenizer", "minilm")
     if tok not in TOKENIZERS:
         raise fail(("view", "tokenizer"), f"unknown tokenizer {tok!r}", " or ".join(TOKENIZERS))
+    summ_cfg = _table(raw, ("summarizer",), fail)
+    try:
+        from .summarize import summarizer_from_config
+
+        summarizer_from_config(summ_cfg, environ={k: "x" for k in [summ_cfg.get("api_key_env")] if isinstance(k, str)})
+    except BadInput as exc:
+        raise fail(("summarizer",) + ((exc.field,) if getattr(exc, "field", None) else ()), str(exc)) from None
     emb = _table(raw, ("embeddings",), fail)
     _only(emb, ("model", "index", "flat_max"), ("embeddings",), fail)
     model = emb.get("model", "minilm")
@@ -256,7 +267,7 @@ def from_dict(raw: dict[str, Any], *, file: str | None = None, locate: "_Locator
     if kind not in INDEX_KINDS:
         raise fail(("embeddings", "index"), f"unknown index kind {kind!r}", " | ".join(INDEX_KINDS))
     return Config(
-        embed_model=model, index_kind=kind,
+        summarizer=summ_cfg, embed_model=model, index_kind=kind,
         index_flat_max=_int(emb, "flat_max", 50_000, ("embeddings",), fail, minimum=1),
         rules=rules, agents=agents,
         snapshot_every=_int(snaps, "every", DEFAULT_SNAPSHOT_EVERY, ("snapshots",), fail, minimum=0),
@@ -265,7 +276,8 @@ def from_dict(raw: dict[str, Any], *, file: str | None = None, locate: "_Locator
     )
 
 
-RULE_KEYS = ("on", "key", "text", "kind", "priority", "ttl", "tags", "pinned", "subject", "retract", "summarize")
+RULE_KEYS = ("on", "key", "text", "kind", "priority", "ttl", "tags", "pinned", "subject", "retract", "summarize",
+             "llm")
 
 
 def _rule(r: Any, i: int, fail) -> Rule:
@@ -304,18 +316,40 @@ def _rule(r: Any, i: int, fail) -> Rule:
         sp = path + ("summarize",)
         if not isinstance(s, dict):
             raise fail(sp, "`summarize` must be a table", "{ group = \"{subject}\", every = 5 }")
-        _only(s, ("group", "every", "priority", "ttl"), sp, fail)
+        _only(s, ("group", "every", "priority", "ttl", "llm", "instruction"), sp, fail)
         if "group" not in s or "every" not in s:
             raise fail(sp, "`summarize` needs `group` and `every`", "{ group = \"{subject}\", every = 5 }")
         every = _int(s, "every", 0, sp, fail, minimum=2)
         summ = Summarize(group=_template(s["group"], sp + ("group",), fail), every=every,
                          priority=_float(s, "priority", prio, sp, fail),
-                         ttl_us=_duration(s["ttl"], sp + ("ttl",), fail) if "ttl" in s else None)
+                         ttl_us=_duration(s["ttl"], sp + ("ttl",), fail) if "ttl" in s else None,
+                         llm=_bool(s, "llm", False, sp, fail), instruction=_opt_str(s, "instruction", sp, fail))
+    llm = None
+    if "llm" in r:
+        lp = path + ("llm",)
+        if not isinstance(r["llm"], dict):
+            raise fail(lp, "`llm` must be a table", "llm = { instruction = \"Summarize this ticket in one sentence.\" }")
+        _only(r["llm"], ("instruction",), lp, fail)
+        llm = _opt_str(r["llm"], "instruction", lp, fail) or "Summarize this in one or two sentences."
     return Rule(
         name=f"rules[{i}]", on=on, key=tpl("key"), text=tpl("text"),
         subject=tpl("subject") or compile_template("{subject}"), kind=kind, priority=prio, ttl_us=ttl,
-        tags=tuple(_template(t, path + ("tags",), fail) for t in tags), pinned=pinned, summarize=summ,
+        tags=tuple(_template(t, path + ("tags",), fail) for t in tags), pinned=pinned, summarize=summ, llm=llm,
     )
+
+
+def _bool(d: dict, k: str, default: bool, path: tuple, fail) -> bool:
+    v = d.get(k, default)
+    if not isinstance(v, bool):
+        raise fail(path + (k,), f"`{k}` must be true or false", "a boolean")
+    return v
+
+
+def _opt_str(d: dict, k: str, path: tuple, fail) -> str | None:
+    v = d.get(k)
+    if v is not None and (not isinstance(v, str) or not v.strip()):
+        raise fail(path + (k,), f"`{k}` must be a non-empty string", "text")
+    return v
 
 
 AGENT_KEYS = ("subjects", "kinds", "deny_tags", "allow_tags", "history", "budget", "pinned",

@@ -100,6 +100,7 @@ class WriteBatch:
     policies: list[Policy] = field(default_factory=list)
     uses: list[tuple[str, int, str]] = field(default_factory=list)
     python_rules: str = ""
+    meta: dict[str, str] = field(default_factory=dict)             # projector state beside the checkpoint
 
 
 def _versions_table(rows: list[ItemVersion]) -> pa.Table:
@@ -282,6 +283,8 @@ class ItemStore:
             uses_tbl = pa.table({"key": [u[0] for u in wb.uses], "seq": [u[1] for u in wb.uses],  # noqa: F841
                                  "agent": [u[2] for u in wb.uses]})
             con.execute("INSERT INTO uses SELECT * FROM uses_tbl")
+        for k, v in wb.meta.items():
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [k, v])
         con.execute("INSERT OR REPLACE INTO checkpoints VALUES ('items', ?, ?, ?)",
                     [wb.to_seq, wb.next_vid, wb.python_rules])
 

@@ -8,6 +8,12 @@ For each event, in seq order, the rules of the policy in force turn it into item
                     close there, new ones open there), so later views see every past event through
                     the new rules and earlier views are untouched
     ctxdb.decision  a decision receipt: every item it lists is reinforced (decays slower)
+    ctxdb.llm.output  a recorded LLM summary (derived event): its item replaces the items it
+                    summarizes; a replay reads the recorded text and never calls a model
+
+Rules that ask for an LLM summary (`llm = {...}`, or `summarize = {..., llm = true}`) leave the
+raw items in place and open a request (kept beside the checkpoint, `llm_open`); the summarizer
+worker (llm.py) answers it by appending a ctxdb.llm.output event.
 
 Supersession is by valid time: an upsert replaces the current version of its key only if its
 event `time` is not older than the current version's. An older ("late") event is stored as a
@@ -34,6 +40,7 @@ from .template import EventContext, MissingField
 SYSTEM_PREFIX = "ctxdb."
 POLICY_TYPE = "ctxdb.policy"
 DECISION_TYPE = "ctxdb.decision"
+LLM_TYPE = "ctxdb.llm.output"
 PROJECT_COLUMNS = ["seq", "recorded_at", "id", "source", "type", "subject", "time", "time_ts", "data", "meta"]
 
 
@@ -97,6 +104,8 @@ class Projector:
         self.summaries: dict[tuple[str, str], tuple[int, list[str]]] = self.items.summary_state()
         self.uses: dict[str, int] = self.items.uses_at(self.seq)
         self._rule_cache: dict[str, list[Rule]] = {}
+        raw = self.items.get_meta("llm_open")
+        self.llm_open: dict[str, dict] = msgspec.json.decode(raw) if raw else {}
 
     @staticmethod
     def _config_of(p: Policy) -> Config:
@@ -197,6 +206,8 @@ class Projector:
                 rules = self._rules_for(t)
                 system = t.startswith(SYSTEM_PREFIX)
                 pos = row["seq"] if at is None else at
+                if t == LLM_TYPE:
+                    self._llm_output(row, pos, wb, opened, closed)
                 if system and at is None:
                     self._system_event(row, wb, opened, closed, read_prefix)
                 if rules or self.python_rules:
@@ -246,6 +257,8 @@ class Projector:
         for k in self.summaries:
             wb.summary_state[k] = (0, [])
         self.summaries = {}
+        self.llm_open = {}
+        wb.meta["llm_open"] = "{}"
         for b in read_prefix(at):
             self._project_batch(b, wb, opened, closed, None, at=at)
 
@@ -272,6 +285,9 @@ class Projector:
                 continue
             v = self._upsert(key, text, subject, rule.kind, rule.priority, rule.pinned, tags,
                              rule.ttl_us, row, pos, rule.name, wb, opened, closed)
+            if rule.llm is not None and v is not None:
+                self._request(wb, key=key, rule=rule.name, instruction=rule.llm, parts=[], versions=[v],
+                              kind=v.kind, priority=v.priority, pinned=v.pinned, ttl_us=rule.ttl_us)
             if group is not None and v is not None:
                 self._summarize(rule, group, key, pos, wb, opened, closed)
         system = row["type"].startswith(SYSTEM_PREFIX)
@@ -346,7 +362,16 @@ class Projector:
         n, pending = self.summaries.get(sk, (0, []))
         if key not in pending:
             pending = pending + [key]
-        if len(pending) >= s.every:
+        if len(pending) >= s.every and s.llm:
+            # An LLM summary: the parts stay in views until the recorded summary arrives.
+            parts = [self.current[k] for k in pending if k in self.current]
+            if parts:
+                n += 1
+                self._request(wb, key=f"summary:{group}/{rule.name}/{n}", rule=f"{rule.name}:summary",
+                              instruction=s.instruction, parts=[p.key for p in parts], versions=parts,
+                              kind="summary", priority=s.priority, pinned=False, ttl_us=s.ttl_us, group=group)
+            pending = []
+        elif len(pending) >= s.every:
             parts = [self.current[k] for k in pending if k in self.current]
             if parts:
                 n += 1
@@ -371,3 +396,52 @@ class Projector:
             pending = []
         self.summaries[sk] = (n, pending)
         wb.summary_state[sk] = (n, pending)
+
+    # ---- recorded LLM summaries ------------------------------------------------------------
+    def _request(self, wb: WriteBatch, *, key: str, rule: str, instruction: str | None, parts: list[str],
+                 versions: list[ItemVersion], kind: str, priority: float, pinned: bool, ttl_us: int | None,
+                 group: str | None = None) -> None:
+        """Open an LLM request: everything the derived event must carry so that projecting it
+        needs nothing but the event itself."""
+        versions = sorted(versions, key=lambda p: (p.time_us, p.key))
+        subjects = sorted({p.subject for p in versions})
+        self.llm_open[key] = {
+            "key": key, "rule": rule, "instruction": instruction, "parts": parts,
+            "texts": [p.text for p in versions], "kind": kind, "priority": priority, "pinned": pinned,
+            "ttl_us": ttl_us, "subject": subjects[0] if len(subjects) == 1 else (group or subjects[0]),
+            "tags": sorted({t for p in versions for t in p.tags}),
+            "time_us": max(p.time_us for p in versions),
+            "source_seqs": sorted({q for p in versions for q in p.lineage_seqs}),
+            "source_ids": [i for p in versions for i in p.lineage_ids],
+        }
+        wb.meta["llm_open"] = msgspec.json.encode(self.llm_open).decode()
+
+    def _llm_output(self, row: dict, pos: int, wb: WriteBatch, opened, closed) -> None:
+        try:
+            d = msgspec.json.decode(row["data"])
+            key, text = str(d["key"]), str(d["output"])
+            parts = [str(k) for k in d.get("parts", [])]
+            seqs = tuple(int(q) for q in d.get("source_seqs", [])) + (row["seq"],)
+            ids = tuple(str(i) for i in d.get("source_ids", [])) + (row["id"],)
+            time_us = int(d["time_us"])
+            ttl = d.get("ttl_us")
+            kind, subject = str(d.get("kind", "summary")), str(d.get("subject", row["subject"]))
+            priority, pinned = float(d.get("priority", 0.5)), bool(d.get("pinned", False))
+            tags = tuple(str(t) for t in d.get("tags", []))
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
+            self.stats.skipped += 1
+            self.stats.last_skip = f"{LLM_TYPE} at seq {row['seq']}: not a readable LLM output"
+            return
+        src = set(seqs)
+        for k in parts:
+            cur = self.current.get(k)
+            # fold a part away only if the version summarized is still the current one
+            if cur is not None and set(cur.lineage_seqs) <= src:
+                self._retract(k, {"seq": pos, "id": row["id"], "subject": cur.subject, "time_ts": time_us},
+                              pos, wb, closed)
+        self._upsert(key, text, subject, kind, priority, pinned, tags, None if ttl is None else int(ttl),
+                     {"seq": row["seq"], "id": row["id"], "time_ts": time_us}, pos, str(d.get("rule", "llm")),
+                     wb, opened, closed, time_us=time_us, lineage=(seqs, ids))
+        if self.llm_open.pop(key, None) is not None:
+            wb.meta["llm_open"] = msgspec.json.encode(self.llm_open).decode()
+

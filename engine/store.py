@@ -15,7 +15,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 
@@ -34,6 +34,9 @@ from .snapshot import ITEMS_FILE, Manifest, Snapshots
 from .view import View
 from .embed import Embedder, get_embedder
 from .semantic import Hit, Semantic
+
+if TYPE_CHECKING:
+    from .etl import LLMWorker
 from .vectors import EmbeddingStore, stored_embedding_state
 
 VECTORS_DIR = "vectors"
@@ -68,6 +71,7 @@ class Store:
         self._last_snapshot = 0
         self.restored_from: Manifest | None = None
         self._policy_checked = False
+        self._llm: "LLMWorker | None" = None
 
     # ---- writing -------------------------------------------------------------------------
     def append(self, events: Iterable[Any], *, source: str = "") -> list[int]:
@@ -254,6 +258,13 @@ class Store:
                            embed_queue=sem.pending())
                 if sem.error is not None:
                     out["embedder_error"] = str(sem.error)
+            if p.llm_open or self._llm is not None:
+                out["llm_requests_open"] = len(p.llm_open)
+            if self._llm is not None:
+                out.update(llm_model=self._llm.summarizer.model_id, llm_answered=self._llm.answered,
+                           llm_failures=self._llm.failures)
+                if self._llm.last_error:
+                    out["llm_last_error"] = self._llm.last_error
         elif self.path is not None:
             st = stored_embedding_state(self.path / VECTORS_DIR)
             if st is not None:
@@ -279,7 +290,28 @@ class Store:
                 self._engine = self._build_engine()
                 self._ensure_policy()
                 self._engine.start()
+                self._llm = self._build_llm_worker(self._engine)
             return self._engine
+
+    def _build_llm_worker(self, eng: Views) -> "LLMWorker | None":
+        """The summarizer worker, when a rule asks for LLM summaries (writer processes only)."""
+        if self.readonly:
+            return None
+        cfg = self._resolve_config() or eng.projector.config
+        wants = any(r.llm is not None or (r.summarize is not None and r.summarize.llm) for r in cfg.rules)
+        if not wants and not eng.projector.llm_open:
+            return None
+        from .etl import LLMWorker
+        from .summarize import summarizer_from_config
+
+        def open_requests() -> dict[str, dict]:
+            with eng._lock:
+                return dict(eng.projector.llm_open)
+
+        w = LLMWorker(summarizer_from_config(cfg.summarizer), open_requests, self.append)
+        w.start()
+        w.poke()
+        return w
 
     def _build_engine(self) -> Views:
         items = self._open_items()
@@ -365,6 +397,8 @@ class Store:
                       "data": {"version": version, "hash": cfg.hash, "file": cfg.file, "config": cfg.raw}}])
 
     def _on_projected(self, seq: int) -> None:
+        if self._llm is not None:
+            self._llm.poke()
         eng = self._engine
         if eng is None or self.path is None or self.readonly:
             return
@@ -390,7 +424,10 @@ class Store:
     def _close_engine(self) -> None:
         with self._engine_lock:
             eng, self._engine = self._engine, None
+            llm, self._llm = self._llm, None
             self._policy_checked = True
+        if llm is not None:
+            llm.close()
         if eng is not None:
             eng.close()
             eng.items.close()
