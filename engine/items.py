@@ -44,6 +44,7 @@ class ItemVersion(msgspec.Struct, frozen=True, gc=False):
     lineage_seqs: tuple[int, ...]
     lineage_ids: tuple[str, ...]
     rule: str
+    meta: str | None = None     # JSON: e.g. {"redactions": [{"kind", "start", "end"}]} (never a secret)
 
     def closed(self, seq: int) -> "ItemVersion":
         return msgspec.structs.replace(self, to_seq=seq)
@@ -60,6 +61,7 @@ ARROW_SCHEMA = pa.schema([
     ("tags", pa.list_(pa.string())), ("time_us", pa.int64()), ("expires_us", pa.int64()),
     ("hash", pa.string()), ("from_seq", pa.int64()), ("to_seq", pa.int64()),
     ("lineage_seqs", pa.list_(pa.int64())), ("lineage_ids", pa.list_(pa.string())), ("rule", pa.string()),
+    ("meta", pa.string()),
 ])
 
 DDL = """
@@ -67,7 +69,8 @@ CREATE TABLE IF NOT EXISTS item_versions (
     vid BIGINT, key VARCHAR, op VARCHAR, subject VARCHAR, kind VARCHAR, text VARCHAR,
     priority DOUBLE, pinned BOOLEAN, tags VARCHAR[], time_us BIGINT, expires_us BIGINT,
     hash VARCHAR, from_seq BIGINT, to_seq BIGINT, lineage_seqs BIGINT[], lineage_ids VARCHAR[],
-    rule VARCHAR);
+    rule VARCHAR, meta VARCHAR);
+ALTER TABLE item_versions ADD COLUMN IF NOT EXISTS meta VARCHAR;
 CREATE TABLE IF NOT EXISTS checkpoints (projector VARCHAR PRIMARY KEY, seq BIGINT, next_vid BIGINT,
     python_rules VARCHAR);
 CREATE TABLE IF NOT EXISTS policies (version INTEGER, seq BIGINT, hash VARCHAR, config VARCHAR);
@@ -117,7 +120,7 @@ def rows_to_versions(tbl: pa.Table) -> list[ItemVersion]:
             d["vid"][i], d["key"][i], d["op"][i], d["subject"][i], d["kind"][i], d["text"][i],
             d["priority"][i], d["pinned"][i], tuple(d["tags"][i] or ()), d["time_us"][i], d["expires_us"][i],
             d["hash"][i], d["from_seq"][i], d["to_seq"][i], tuple(d["lineage_seqs"][i] or ()),
-            tuple(d["lineage_ids"][i] or ()), d["rule"][i]))
+            tuple(d["lineage_ids"][i] or ()), d["rule"][i], d["meta"][i]))
     return out
 
 

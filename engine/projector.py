@@ -35,6 +35,7 @@ from .config import Config, Rule, default_config, from_dict, glob_match, parse_d
 from .errors import ConfigError
 from .events import Event, utc_from_micros
 from .items import ItemStore, ItemVersion, Policy, WriteBatch, content_hash
+from .redact import redact
 from .template import EventContext, MissingField
 
 SYSTEM_PREFIX = "ctxdb."
@@ -311,6 +312,9 @@ class Projector:
     def _upsert(self, key, text, subject, kind, priority, pinned, tags, ttl_us, row, pos, rule, wb,
                 opened, closed, *, time_us=None, lineage=None) -> ItemVersion | None:
         t = row["time_ts"] if time_us is None else time_us
+        text, red = redact(text)  # secrets never enter an item (nor its embedding, index, snapshots)
+        meta = None if not red else msgspec.json.encode(
+            {"redactions": [{"kind": r.kind, "start": r.start, "end": r.end} for r in red]}).decode()
         cur = self.current.get(key)
         late = t < self.last_time.get(key, t)
         seqs, ids = lineage or ((row["seq"],), (row["id"],))
@@ -318,7 +322,7 @@ class Projector:
             vid=self.next_vid, key=key, op="upsert", subject=subject, kind=kind, text=text,
             priority=priority, pinned=pinned, tags=tags, time_us=t,
             expires_us=None if ttl_us is None else t + ttl_us, hash=content_hash(text),
-            from_seq=pos, to_seq=pos if late else None, lineage_seqs=seqs, lineage_ids=ids, rule=rule)
+            from_seq=pos, to_seq=pos if late else None, lineage_seqs=seqs, lineage_ids=ids, rule=rule, meta=meta)
         self.next_vid += 1
         wb.new.append(v)
         if late:

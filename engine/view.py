@@ -68,6 +68,7 @@ class ViewItem(msgspec.Struct, frozen=True, gc=False):
     vector: float | None = None
     keyword: float | None = None
     merged: tuple[str, ...] = ()        # keys of items with the identical text folded into this one
+    redactions: tuple[dict, ...] = ()   # secrets removed from the text: kind and placeholder offsets
 
 
 class Explained(msgspec.Struct, frozen=True):
@@ -535,4 +536,5 @@ def _view_item(s: tuple) -> ViewItem:
         expires=None if v.expires_us is None else _iso(utc_from_micros(v.expires_us)),
         hash=item_hash(v), from_seq=v.from_seq, lineage_seqs=seqs, lineage_ids=ids,
         relevance=None if r is None else round(r[0], 9), vector=None if r is None else r[1],
-        keyword=None if r is None else r[2], merged=tuple(f.key for f in folded))
+        keyword=None if r is None else r[2], merged=tuple(f.key for f in folded),
+        redactions=tuple(msgspec.json.decode(v.meta).get("redactions", ())) if v.meta else ())
