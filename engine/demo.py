@@ -3,7 +3,9 @@
 Ingests the bundled customer-support sample (orders, shipments, comments, Jira tickets, Slack
 messages, a persona) with the bundled ctxdb.toml in two commits, prints the support agent's
 current view, then the same agent's view as of the moment between the two commits, rebuilt from
-the log, and checks it against the view that was served live at that moment.
+the log, and checks it against the view that was served live at that moment. Then it asks a
+question: a query-aware view (relevance joins the score) and a hybrid search, once the background
+embedder has covered the log.
 
 The sample's event times are shifted so that its last event is a few minutes old: TTLs and
 recency are measured from the view's position, and a fixed 2026 sample would otherwise have
@@ -21,6 +23,8 @@ from .store import open as open_store
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 AGENT = "support-bot"
+QUESTION = "Which customer got a refund for a damaged item?"
+QUERY_BUDGET = 400
 
 
 def sample_path(name: str = "support.ndjson") -> Path:
@@ -69,6 +73,23 @@ def run(path: str, echo: Callable[[str], None] = print) -> None:
         same = "identical to" if (then.text, then.hash) == (served.text, served.hash) else "DIFFERENT from"
         echo(f"-- {len(then.items)} items, {then.tokens}/{then.budget} tokens, hash {then.hash}: "
              f"{same} the view served live at seq {served.seq}")
+        echo("")
+        if "embedding_model" not in db.stats():
+            echo("(embeddings are off: no question-aware view or search)")
+        elif db.wait(timeout=600):  # the background embedder covers the log (all-MiniLM-L6-v2, offline)
+            q = QUESTION
+            asked = db.view(AGENT, query=q, budget=QUERY_BUDGET)
+            echo(f"== {AGENT}'s view for a question, {QUERY_BUDGET} tokens "
+                 f"(ctxdb view --agent {AGENT} --query {q!r} --budget {QUERY_BUDGET}) ==")
+            echo(asked.text.rstrip())
+            again = db.view(AGENT, query=q, budget=QUERY_BUDGET, seq=asked.seq)
+            echo(f"-- {len(asked.items)} items, {asked.tokens}/{asked.budget} tokens, hash {asked.hash}; "
+                 f"asked again at seq {asked.seq}: {'identical' if again == asked else 'DIFFERENT'}")
+            echo("")
+            echo(f"== search (ctxdb search --agent {AGENT} {q!r} -k 5) ==")
+            for h in db.search(AGENT, q, k=5):
+                text = h.text if len(h.text) <= 90 else h.text[:89] + "…"
+                echo(f"  {h.rank}. {h.score:.3f}  {h.key}  {text}")
 
 
 class _Lines:

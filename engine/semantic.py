@@ -41,7 +41,7 @@ from .vectors import EmbeddingStore
 RRF_K = 60
 BATCH = 128                  # texts per model call in the background
 K1, B = 1.2, 0.75
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)   # letters and digits; "damaged_in_transit" is 3 words
 STOPWORDS = frozenset(
     "a an and are as at be by did do does for from had has have he her his i in is it its me my of on or "
     "our she so that the their them they this to was we were what when where which who why will with "
