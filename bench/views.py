@@ -127,7 +127,7 @@ def main() -> None:
         cfg.write_text(CONFIG)
         store = Path(tmp) / "data"
         t = time.perf_counter()
-        with ctxdb.open(store, config=cfg) as db:
+        with ctxdb.open(store, config=cfg, embedder=None) as db:  # views only: no background embedder
             for b in generate(args.events, args.orders):
                 db.append(b)
             out["load_s"] = round(time.perf_counter() - t, 2)
