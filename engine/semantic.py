@@ -127,7 +127,7 @@ def competition_rank(score: np.ndarray) -> np.ndarray:
 
 
 def fuse(cos: np.ndarray, kw: np.ndarray) -> np.ndarray:
-    rel = 1.0 / (RRF_K + competition_rank(cos))
+    rel = np.where(np.isfinite(cos), 1.0 / (RRF_K + competition_rank(cos)), 0.0)
     has = kw > 0
     if has.any():
         rel = rel + np.where(has, 1.0 / (RRF_K + competition_rank(np.where(has, kw, -1.0))), 0.0)
@@ -135,7 +135,8 @@ def fuse(cos: np.ndarray, kw: np.ndarray) -> np.ndarray:
 
 
 class Relevance:
-    """Scores of one query against one candidate list (aligned arrays)."""
+    """Scores of one query against one candidate list (aligned arrays). A cosine of -inf means
+    "not among the vector index's nearest" (approximate search): no vector term."""
 
     __slots__ = ("cos", "kw", "rel")
 
@@ -147,8 +148,14 @@ class Relevance:
 class Semantic:
     """Embedder + stored embeddings + keyword index + the background embedding projector."""
 
-    def __init__(self, embedder: Embedder, store: EmbeddingStore, *, live: bool = True) -> None:
+    def __init__(self, embedder: Embedder, store: EmbeddingStore, *, live: bool = True,
+                 index_kind: str = "auto", flat_max: int = 50_000) -> None:
         self.embedder, self.store, self.live = embedder, store, live
+        self.index_kind, self.flat_max = index_kind, flat_max
+        self._ann = None                     # ann.VectorIndex over every stored vector (lazy)
+        self._ann_saved = -1
+        self._ann_lock = threading.Lock()
+        self.index_rebuilt: str | None = None
         self.text = TextIndex()
         self._q: deque[list] = deque()       # [seq, vid, pairs] in projection order
         self._cond = threading.Condition()
@@ -186,6 +193,57 @@ class Semantic:
         if self._thread is not None:
             self._thread.join(timeout=60)
             self._thread = None
+        self.save_index()
+
+    # ---- the vector index ------------------------------------------------------------------------
+    def ann_threshold(self) -> float:
+        """Candidate sets larger than this are searched through the FAISS index (approximate);
+        smaller ones exactly. `[embeddings] index = "flat"` never uses the index."""
+        return float("inf") if self.index_kind == "flat" else self.flat_max
+
+    def _index_path(self):
+        return None if self.store.dir is None else self.store.dir / "index.faiss"
+
+    def ann(self):
+        """The FAISS index over every stored vector, in step with the store: loaded from
+        index.faiss when it agrees with the stored embeddings (then only the tail is added),
+        rebuilt from them otherwise. Ids are the store's vector ids."""
+        from .ann import VectorIndex
+        from .errors import CorruptionError
+
+        with self._ann_lock:
+            idx = self._ann
+            if idx is None:
+                path = self._index_path()
+                if path is not None and path.exists():
+                    try:
+                        idx, meta = VectorIndex.load(path, expect_dim=self.store.dim)
+                        if meta.get("model") != self.store.model_id or len(idx) > len(self.store):
+                            self.index_rebuilt = (f"index.faiss holds {len(idx)} vectors of "
+                                                  f"{meta.get('model')}, the store {len(self.store)}")
+                            idx = None
+                    except CorruptionError as exc:
+                        self.index_rebuilt = str(exc)
+                        idx = None
+                if idx is None:
+                    idx = VectorIndex(self.store.dim, self.index_kind, flat_max=self.flat_max)
+                self._ann = idx
+            n = len(self.store)
+            if len(idx) < n:
+                idx.add(self.store.matrix[len(idx):n])
+            return idx
+
+    def save_index(self) -> None:
+        """Persist the index with the seq it reflects (on close; a stale or missing file is
+        only a slower next start, never a wrong answer)."""
+        idx, path = self._ann, self._index_path()
+        if idx is None or path is None or self.store.readonly or len(idx) == self._ann_saved:
+            return
+        try:
+            idx.save(path, {"model": self.store.model_id, "seq": self.seq})
+            self._ann_saved = len(idx)
+        except Exception:  # noqa: BLE001 - a cache; rebuilt from stored embeddings next time
+            pass
 
     def _run(self) -> None:
         try:
@@ -311,6 +369,23 @@ class Semantic:
             vids = self.store.lookup(hashes)
         return vids
 
+    def relevance_ann(self, query: str, hashes: list[str], text_of: Callable[[int], str], k: int) -> Relevance:
+        """Like relevance(), with the vector part from the FAISS index, filtered inside the
+        search to these candidates' vectors (nothing else can come back): the nearest
+        max(10k, 100) get a cosine, the rest none. For search over very large candidate sets;
+        views always score every candidate exactly."""
+        if not query.strip():
+            raise BadInput("the query is empty", field="query", expected="a question or keywords")
+        qv = self.query_vector(query)
+        vids = self.vectors_for(hashes, text_of)
+        index = self.ann()
+        scores, ids = index.search(qv, max(10 * k, 100), allowed=np.unique(vids))
+        found = {int(i): round(float(d), 6) for d, i in zip(scores, ids) if i >= 0}
+        cos = np.fromiter((found.get(int(v), -np.inf) for v in vids), dtype=np.float64, count=len(vids))
+        tids = self.text.ensure(hashes, text_of)
+        kw = np.round(self.text.bm25(tids, query), 6)
+        return Relevance(cos, kw)
+
     def relevance(self, query: str, hashes: list[str], text_of: Callable[[int], str]) -> Relevance:
         if not query.strip():
             raise BadInput("the query is empty", field="query", expected="a question or keywords")
@@ -353,7 +428,10 @@ def search_candidates(sem: "Semantic", C, idx: np.ndarray, query: str, k: int) -
         raise BadInput(f"k must be at least 1, got {k}", field="k", expected="an integer >= 1")
     idx = [int(i) for i in idx]
     hashes = [C.hashes[i] for i in idx]
-    rel = sem.relevance(query, hashes, lambda j: C.text(idx[j]))
+    if len(idx) > sem.ann_threshold():
+        rel = sem.relevance_ann(query, hashes, lambda j: C.text(idx[j]), k)
+    else:
+        rel = sem.relevance(query, hashes, lambda j: C.text(idx[j]))
     if not idx:
         return []
     score = rel.rel

@@ -324,15 +324,15 @@ class Store:
         """The embedder the config names (CTXDB_EMBEDDINGS=off turns it off for this process),
         its stored embeddings under vectors/, and the keyword index."""
         emb = self._embedder_arg
+        cfg = self._resolve_config() or projector.config
         if emb == "config":
-            cfg = self._resolve_config() or projector.config
             name = os.environ.get("CTXDB_EMBEDDINGS") or cfg.embed_model
             emb = get_embedder(name)
         if emb is None:
             return None
         root = None if self.path is None else self.path / VECTORS_DIR
         store = EmbeddingStore(root, emb.model_id, emb.dim, readonly=self.readonly)
-        return Semantic(emb, store, live=not self.readonly)
+        return Semantic(emb, store, live=not self.readonly, index_kind=cfg.index_kind, flat_max=cfg.index_flat_max)
 
     def _open_items(self) -> ItemStore:
         if self.path is None:

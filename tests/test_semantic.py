@@ -287,3 +287,38 @@ def test_cli_search_and_query_view(tmp_path, cfg):
     r = run_cli("stats", "--db", str(tmp_path / "db"), "--json")
     s = json.loads(r.stdout)
     assert s["embedded_seq"] == s["last_seq"] and s["embeddings"] >= len(NOTES)
+
+
+def test_large_candidate_sets_use_the_faiss_index_filtered_inside(tmp_path):
+    # flat_max = 5 sends every search over more than 5 candidates (bot sees 8) through FAISS HNSW
+    cfg = tmp_path / "ctxdb.toml"
+    cfg.write_text(TOML + '\n[embeddings]\nindex = "hnsw"\nflat_max = 5\n')
+    q = "the secret launch code for project falcon"
+    forbidden = [note(f"f{i}", "user:2", f"The secret launch code for project falcon is {i}.") for i in range(60)]
+    db = filled(tmp_path, cfg, forbidden)
+    try:
+        hits = db.search("bot", q, k=5)
+        assert len(hits) == 5 and all(h.key in {f"note:{n[0]}" for n in NOTES} for h in hits)
+        assert db.search("bot", "peanut allergy", k=1)[0].key == "note:n8"
+        sem = db._views().semantic
+        assert sem._ann is not None and sem._ann.kind == "hnsw" and len(sem._ann) >= len(NOTES) + 60
+    finally:
+        db.close()
+    path = tmp_path / "db" / "vectors"
+    idx = next(path.glob("*/index.faiss"))
+    meta = json.loads(idx.with_name("index.faiss.json").read_text())
+    assert meta["n"] >= len(NOTES) + 60 and meta["seq"] > 0 and meta["kind"] == "hnsw"
+    # an index that disagrees with the stored embeddings is rebuilt from them (never trusted)
+    data = bytearray(idx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    idx.write_bytes(bytes(data))
+    db = open_db(tmp_path, cfg)
+    try:
+        n0 = embed.calls.texts
+        hits = db.search("bot", q, k=5)
+        assert all(h.key in {f"note:{n[0]}" for n in NOTES} for h in hits)
+        sem = db._views().semantic
+        assert sem.index_rebuilt and "CRC" in sem.index_rebuilt
+        assert embed.calls.texts == n0                        # rebuilt from stored vectors, not the model
+    finally:
+        db.close()
