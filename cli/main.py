@@ -271,6 +271,68 @@ def search(
 
 
 @app.command()
+def audit(
+    decision: str = typer.Argument(..., help="A decision id (from db.record_decision; ctxdb log --type ctxdb.decision)."),
+    db: Optional[Path] = DbOpt,
+    config: Optional[Path] = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Rebuild the view a decision receipt names, check its hash, and show what the agent saw,
+    item by item, with lineage back to the source events. Exit 1 if it does not verify."""
+    with _errors():
+        with _open_for_views(db, config) as store:
+            r = store.audit(decision)
+        if as_json:
+            import msgspec
+
+            typer.echo(msgspec.json.encode(r).decode())
+        else:
+            typer.echo(f"decision {r.decision} (receipt at seq {r.seq}) by {r.agent}: view at seq {r.view_seq}"
+                       f" ({r.as_of})" + (f", query {r.query!r}" if r.query else ""))
+            typer.echo(f"  receipt hash {r.view_hash}")
+            typer.echo(f"  rebuilt hash {r.rebuilt_hash}: {'VERIFIED' if r.verified else 'MISMATCH'}")
+            for reason in r.reasons:
+                typer.echo(f"  ! {reason}")
+            for it in r.items:
+                typer.echo(f"  [{it.status}] {it.kind:<8} {it.key}: {it.text if it.text is not None else '-'}")
+                for e in it.lineage:
+                    typer.echo(f"      <- seq {e.seq} {e.type} {e.subject} ({e.source}/{e.id}, {e.time})")
+            if r.output is not None:
+                typer.echo(f"  output: {r.output}")
+        if not r.verified:
+            raise typer.Exit(1)
+
+
+@app.command()
+def replay(
+    verify: bool = typer.Option(False, "--verify", help="Rebuild every projection from the log into a scratch store and re-verify every decision receipt."),
+    db: Optional[Path] = DbOpt,
+    config: Optional[Path] = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Compliance replay: exit 1 on any mismatch (receipt, or item store differing from the log)."""
+    with _errors():
+        if not verify:
+            raise ctxdb.BadInput("nothing to do: pass --verify", field="--verify")
+        _require_store(db)
+        with ctxdb.open(_path(db), config=config) as store:
+            r = store.replay_verify()
+        if as_json:
+            import msgspec
+
+            typer.echo(msgspec.json.encode({**msgspec.to_builtins(r), "ok": r.ok}).decode())
+        else:
+            typer.echo(f"replayed {r.events:,} events in {r.seconds} s; receipts checked {r.receipts}, "
+                       f"verified {r.verified}, mismatches {len(r.mismatches)}")
+            for m in r.mismatches:
+                typer.echo(f"  MISMATCH {m['decision']} (seq {m['seq']}): {'; '.join(m['reasons'])}")
+            typer.echo(f"item store {'matches' if r.items_identical else 'DIFFERS FROM'} the replay "
+                       f"(live {r.digest_live}, replay {r.digest_replay})")
+        if not r.ok:
+            raise typer.Exit(1)
+
+
+@app.command()
 def rebuild(db: Optional[Path] = DbOpt, config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Replay the whole log into a fresh item store, compare it with the current one, swap it in."""
     with _errors():

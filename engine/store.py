@@ -36,6 +36,7 @@ from .embed import Embedder, get_embedder
 from .semantic import Hit, Semantic
 
 if TYPE_CHECKING:
+    from .audit import AuditReport, ReplayReport
     from .etl import LLMWorker
 from .vectors import EmbeddingStore, stored_embedding_state
 
@@ -170,7 +171,7 @@ class Store:
         items it lists are reinforced from its position on. Returns the decision id."""
         did = "d-" + uuid.uuid4().hex
         data = {"agent": agent, "view_seq": view.seq, "view_hash": view.hash, "policy_version": view.policy_version,
-                "items": [{"key": i.key, "hash": i.hash} for i in view.items]}
+                "budget": view.budget, "items": [{"key": i.key, "hash": i.hash} for i in view.items]}
         if view.query is not None:
             data["query"] = view.query
         if output is not None:
@@ -180,6 +181,21 @@ class Store:
         self.append([{"id": did, "source": "ctxdb", "type": DECISION_TYPE, "subject": f"agent:{agent}",
                       "time": _now_iso(), "data": data}])
         return did
+
+    def audit(self, decision_id: str) -> "AuditReport":
+        """Re-assemble the view a decision receipt names (as of its seq, with its query and
+        budget), check its hash and every item's, with lineage back to the source events."""
+        from .audit import audit
+
+        return audit(self, decision_id)
+
+    def replay_verify(self, progress: Callable[[int, int], None] | None = None) -> "ReplayReport":
+        """Rebuild every projection from the log alone into a scratch store and re-verify every
+        decision receipt against it; also compares the scratch item versions with the live item
+        store. `report.ok` is False on any mismatch."""
+        from .audit import replay_verify
+
+        return replay_verify(self, progress)
 
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Replay the whole log into a fresh item store and swap it in. Reports whether the

@@ -1,0 +1,172 @@
+"""Decision audits and compliance replay.
+
+    audit(store, decision_id)  the receipt (a ctxdb.decision event) names the agent, the view's seq,
+                               hash, budget and query, and every item's hash. The view is assembled
+                               again at that seq (policy in force then, stored embeddings, no model
+                               call), its hash compared, and each item shown with its lineage back
+                               to the source events.
+    replay_verify(store)       every projection rebuilt from the log alone into a scratch item store
+                               (the live item store is not read), every receipt's view assembled
+                               from it and compared; the scratch item versions are compared with
+                               the live item store too, so tampering with a log segment (checksums),
+                               a receipt (its view no longer hashes the same) or the item store
+                               (digest) is reported.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+import msgspec
+
+from .errors import BadInput, CtxdbError
+from .items import ItemStore
+from .projector import DECISION_TYPE, PROJECT_COLUMNS, Projector
+
+if TYPE_CHECKING:
+    from .live import Views
+    from .store import Store
+
+
+class LineageEvent(msgspec.Struct, frozen=True):
+    seq: int
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: str
+
+
+class AuditItem(msgspec.Struct, frozen=True):
+    key: str
+    kind: str
+    status: str                      # "ok" | "changed" (hash differs) | "missing" (not in the rebuilt view)
+    recorded_hash: str
+    hash: str | None
+    text: str | None
+    lineage: tuple[LineageEvent, ...] = ()
+
+
+class AuditReport(msgspec.Struct, frozen=True):
+    decision: str
+    seq: int                         # the receipt's own position
+    agent: str
+    view_seq: int
+    as_of: str | None
+    query: str | None
+    view_hash: str
+    rebuilt_hash: str | None
+    verified: bool
+    reasons: tuple[str, ...]
+    items: tuple[AuditItem, ...]
+    text: str | None
+    output: Any = None
+    meta: Any = None
+
+
+def _receipt(store: "Store", decision_id: str):
+    for ev in store.log.read(type=DECISION_TYPE):
+        if ev.id == decision_id:
+            return ev
+    raise BadInput(f"no decision receipt {decision_id!r} in the log", field="decision",
+                   expected="an id returned by db.record_decision (ctxdb log --type ctxdb.decision)")
+
+
+def check_receipt(views: "Views", ev, *, lineage: Callable[[tuple[int, ...]], tuple] | None = None) -> AuditReport:
+    """Assemble the receipt's view again from `views` and compare it."""
+    try:
+        d = ev.json()
+        agent, vseq, vhash = str(d["agent"]), int(d["view_seq"]), str(d["view_hash"])
+        recorded = [(str(i["key"]), str(i["hash"])) for i in d.get("items", [])]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return AuditReport(ev.id, ev.seq, "?", 0, None, None, "", None, False,
+                           (f"unreadable receipt: {exc}",), (), None)
+    query, budget = d.get("query"), d.get("budget")
+    reasons: list[str] = []
+    try:
+        v = views.view(agent, seq=vseq, query=query, budget=budget)
+    except CtxdbError as exc:
+        return AuditReport(ev.id, ev.seq, agent, vseq, None, query, vhash, None, False,
+                           (f"cannot assemble the view: {exc}",), (), None, d.get("output"), d.get("meta"))
+    if v.hash != vhash:
+        reasons.append(f"view hash {v.hash} differs from the receipt's {vhash}")
+    got = {i.key: i for i in v.items}
+    items = []
+    for key, h in recorded:
+        it = got.get(key)
+        status = "missing" if it is None else "ok" if it.hash == h else "changed"
+        if status != "ok":
+            reasons.append(f"item {key}: {status}")
+        items.append(AuditItem(key=key, kind=it.kind if it else "?", status=status, recorded_hash=h,
+                               hash=it.hash if it else None, text=it.text if it else None,
+                               lineage=lineage(it.lineage_seqs) if (it and lineage) else ()))
+    extra = sorted(set(got) - {k for k, _ in recorded})
+    if extra:
+        reasons.append(f"items not in the receipt: {', '.join(extra[:5])}")
+    return AuditReport(ev.id, ev.seq, agent, vseq, v.as_of.isoformat().replace("+00:00", "Z"), query, vhash, v.hash,
+                       not reasons, tuple(reasons), tuple(items), v.text, d.get("output"), d.get("meta"))
+
+
+def audit(store: "Store", decision_id: str) -> AuditReport:
+    ev = _receipt(store, decision_id)
+    views = store._views()
+
+    def lineage(seqs: tuple[int, ...]) -> tuple[LineageEvent, ...]:
+        out = []
+        for s in seqs:
+            for e in store.log.read(from_seq=s, to_seq=s):
+                out.append(LineageEvent(e.seq, e.id, e.source, e.type, e.subject,
+                                        e.time if isinstance(e.time, str) else str(e.time)))
+        return tuple(out)
+
+    return check_receipt(views, ev, lineage=lineage)
+
+
+class ReplayReport(msgspec.Struct, frozen=True):
+    events: int
+    receipts: int
+    verified: int
+    mismatches: tuple[dict, ...]
+    items_identical: bool
+    digest_live: str
+    digest_replay: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches and self.items_identical
+
+
+def replay_verify(store: "Store", progress: Callable[[int, int], None] | None = None) -> ReplayReport:
+    from .live import Views
+
+    t0 = time.perf_counter()
+    live = store._views()
+    live.catch_up()
+    live.persist()
+    end = live.projector.seq
+    scratch = ItemStore(None)
+    proj = Projector(scratch, store._python_rules)
+    log = store.log
+
+    def batches():
+        done = 0
+        for b in log.read_batches(from_seq=1, to_seq=end, columns=PROJECT_COLUMNS):
+            done += b.num_rows
+            if progress is not None:
+                progress(done, end)
+            yield b
+
+    proj.run(batches(), end, lambda at: log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS))
+    views = Views(log, scratch, proj, live=False, semantic=live.semantic)
+    receipts = [ev for ev in log.read(type=DECISION_TYPE, to_seq=end)]
+    bad = []
+    for ev in receipts:
+        r = check_receipt(views, ev)
+        if not r.verified:
+            bad.append({"decision": ev.id, "seq": ev.seq, "reasons": list(r.reasons)})
+    d_live, d_replay = live.items.digest(), scratch.digest()
+    scratch.close()
+    return ReplayReport(events=end, receipts=len(receipts), verified=len(receipts) - len(bad), mismatches=tuple(bad),
+                        items_identical=d_live == d_replay, digest_live=d_live, digest_replay=d_replay,
+                        seconds=round(time.perf_counter() - t0, 3))
