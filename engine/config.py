@@ -24,7 +24,7 @@
     budget = 2000
     pinned = ["persona:support/*"]             # item key globs
     half_life = { event = "1d" }               # per kind, merged over [defaults]
-    weights = { priority = 1.0, recency = 1.0, reinforcement = 0.5, relevance = 3.0 }
+    weights = { priority = 1.0, recency = 1.0, reinforcement = 0.5, relevance = 10.0 }
 
     [defaults]                                  # optional: half_life, weights, budget
     [snapshots]                                 # every = 100000 (events), retain = 3
@@ -54,7 +54,7 @@ from .template import Template, TemplateError, compile_template
 KINDS = ("axiom", "persona", "fact", "event", "summary")
 #: infinite half-life (no decay) is written as "none" / "inf"
 DEFAULT_HALF_LIFE = {"axiom": None, "persona": None, "fact": "7d", "event": "1d", "summary": "3d"}
-DEFAULT_WEIGHTS = {"priority": 1.0, "recency": 1.0, "reinforcement": 0.5, "relevance": 3.0}
+DEFAULT_WEIGHTS = {"priority": 1.0, "recency": 1.0, "reinforcement": 0.5, "relevance": 10.0}
 INDEX_KINDS = ("auto", "flat", "hnsw")
 DEFAULT_BUDGET = 2000
 DEFAULT_SNAPSHOT_EVERY = 100_000
