@@ -137,7 +137,7 @@ PLAIN = "qa-default"      # its view without a query is the newest-first view
 
 LABELS = {
     "view:qa": "query-aware view, no decay (half_life none)",
-    "view:qa-default": "query-aware view, engine defaults (hl 1d, rel 3)",
+    "view:qa-default": "query-aware view, engine defaults (hl 1d, rel 10)",
     "view:qa-default-w1": "query-aware view, hl 1d, relevance 1",
     "view:qa-default-w10": "query-aware view, hl 1d, relevance 10",
     "view:qa-default-w30": "query-aware view, hl 1d, relevance 30",
@@ -147,7 +147,7 @@ LABELS = {
     "vec@budget": "vector top-k filling 2000 tokens",
     "fused@10": f"db.search top-{TOP_K} (fused)",
     "bm25@budget": "BM25 only, filling 2000 tokens (offline)",
-    "rrf@budget": "RRF k=60 only, filling 2000 tokens (offline)",
+    "rrf@budget": "engine fusion only (cos + 0.1 bm25/max), 2000 tokens (offline)",
 }
 
 
