@@ -13,12 +13,13 @@ Choices (numbers from bench/semantic_index.py on the 2-core machine):
   re-taken after every add because the buffer may move.
 - add() rejects non-finite or zero rows (BadInput) and re-normalises rows that are not unit length.
 - allowed: no id outside it is ever returned. Small sets (<= BRUTE_MAX ids or < BRUTE_FRACTION of
-  n) are searched exactly with a gather over just those rows: faster than a filtered graph walk and
-  exact. Larger sets filter inside faiss (SearchParameters(HNSW) with an IDSelectorBitmap) with
+  n) are searched exactly over just those rows (faiss knn_inner_products_by_idx, in place: 0.3 ms
+  for 5 k ids, 4 ms for 20 k at 1 M): faster than a filtered graph walk, and exact. Larger sets filter inside faiss (SearchParameters(HNSW) with an IDSelectorBitmap) with
   efSearch raised for sparse sets; a query that gets fewer than min(k, |allowed|) hits is redone
   exactly. `allowed` may also be a bool mask of length n (cheaper than ids for big sets).
-- Threads: faiss/OpenMP uses every core available to the process for builds and batched queries;
-  a single query runs on the calling thread. Not thread-safe: serialise add() against searches.
+- Threads: builds and batches of >= SERIAL_QUERIES queries use every core available to the process
+  (OpenMP); fewer queries run on the calling thread alone: on 2 shared cores a flat single query
+  split over 2 OpenMP threads measured 19 ms against 1 ms serial (20 k vectors) under load. Not thread-safe: serialise add() against searches.
 - save(): faiss file written to a temp file, fsynced, renamed, then the JSON metadata (n, dim, kind,
   params, file size and CRC-32) likewise, then the directory fsynced. load() checks the metadata,
   size, CRC and the index against it (and expect_n / expect_dim) and raises CorruptionError on any
@@ -43,7 +44,7 @@ KINDS = ("auto", "flat", "hnsw")
 FORMAT = "ctxdb-ann/1"
 BRUTE_MAX = 20_000        # allowed sets up to this size are searched exactly by brute force
 BRUTE_FRACTION = 0.02     # ... and so are sets smaller than this fraction of n
-EXACT_CHUNK = 65_536      # rows gathered at a time by exact() over a large allowed set
+SERIAL_QUERIES = 20       # fewer queries than this run on the calling thread alone
 _RESERVED = ("format", "n", "dim", "kind", "mode", "params", "bytes", "crc32")
 
 
@@ -184,6 +185,7 @@ class VectorIndex:
         one = np.ndim(q) == 1
         if not np.isfinite(q2).all():
             raise BadInput("query vector is not finite", field="q")
+        faiss.omp_set_num_threads(1 if len(q2) < SERIAL_QUERIES else _cores())
         return q2, _int("k", k, 0), one
 
     def _allowed(self, allowed: object) -> tuple[np.ndarray | None, np.ndarray | None, int]:
@@ -203,7 +205,8 @@ class VectorIndex:
         if a.size and (a.min() < 0 or a.max() >= n):
             a = a[(a >= 0) & (a < n)]          # ids that do not exist cannot be returned anyway
         if len(a) <= BRUTE_MAX or len(a) < BRUTE_FRACTION * n:
-            a = np.unique(a)
+            if len(a) > 1 and not (a[1:] > a[:-1]).all():
+                a = np.unique(a)               # (already sorted and unique: skip the sort)
             return a, None, len(a)
         mask = np.zeros(n, bool)
         mask[a] = True
@@ -262,24 +265,21 @@ class VectorIndex:
         return (D[0], I[0]) if one else (D, I)
 
     def _exact(self, q2: np.ndarray, k: int, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over every vector (ids None: batched BLAS) or over the sorted unique `ids`
+        (scored in place in faiss' buffer, nothing gathered)."""
         X = self._xb()
-        if ids is None and len(X) and k:
-            with _faiss("exact search"):
-                D, I = faiss.knn(q2, X, min(k, len(X)), metric=faiss.METRIC_INNER_PRODUCT)
-            return _clean(D, I, k)
-        if ids is None or len(ids) == 0 or k == 0:
+        kk = min(k, len(X) if ids is None else len(ids))
+        if kk == 0:
             return _pad(len(q2), k)
-        parts_d, parts_i = [], []
-        for s in range(0, len(ids), EXACT_CHUNK):
-            sub = ids[s:s + EXACT_CHUNK]
-            with _faiss("exact search"):
-                D, I = faiss.knn(q2, X[sub], min(k, len(sub)), metric=faiss.METRIC_INNER_PRODUCT)
-            parts_d.append(D)
-            parts_i.append(np.where(I >= 0, sub[np.maximum(I, 0)], -1))
-        D, I = np.hstack(parts_d), np.hstack(parts_i)
-        if len(parts_d) > 1:
-            order = np.argsort(-D, axis=1, kind="stable")[:, :k]
-            D, I = np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+        with _faiss("exact search"):
+            if ids is None:
+                D, I = faiss.knn(q2, X, kk, metric=faiss.METRIC_INNER_PRODUCT)
+            else:
+                ids = np.ascontiguousarray(ids, np.int64)
+                D, I = np.empty((len(q2), kk), np.float32), np.empty((len(q2), kk), np.int64)
+                faiss.knn_inner_products_by_idx(  # ld_ids=0: every query scans the same ids
+                    faiss.swig_ptr(q2), faiss.swig_ptr(X), faiss.swig_ptr(ids), self.dim, len(q2), len(X),
+                    len(ids), kk, faiss.swig_ptr(D), faiss.swig_ptr(I), 0)
         return _clean(D, I, k)
 
     # -- persistence ----------------------------------------------------------------------------
@@ -288,8 +288,11 @@ class VectorIndex:
         """Write the index to `path` and its metadata (meta + n, dim, kind, params, size, CRC) to
         path + ".json", each atomically (temp file, fsync, rename, fsync the directory)."""
         path = Path(path)
-        mpath = path.with_name(path.name + ".json")
-        tmp = path.with_name(path.name + ".tmp")
+        mpath, tmp = path.with_name(path.name + ".json"), path.with_name(path.name + ".tmp")
+        try:
+            json.dumps(meta)
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"vector index meta is not JSON-serialisable: {exc}", field="meta") from None
         try:
             with _faiss("writing the index"):
                 faiss.write_index(self._index, str(tmp))
@@ -297,13 +300,9 @@ class VectorIndex:
             os.replace(tmp, path)
             info = {**meta, "format": FORMAT, "n": len(self), "dim": self.dim, "kind": self._kind,
                     "mode": self.mode, "params": self.params, "bytes": size, "crc32": crc}
-            try:
-                data = json.dumps(info, indent=1, sort_keys=True).encode()
-            except (TypeError, ValueError) as exc:
-                raise BadInput(f"vector index meta is not JSON-serialisable: {exc}", field="meta") from None
             mtmp = mpath.with_name(mpath.name + ".tmp")
             with open(mtmp, "wb") as f:
-                f.write(data)
+                f.write(json.dumps(info, indent=1, sort_keys=True).encode())
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(mtmp, mpath)

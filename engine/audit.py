@@ -21,7 +21,8 @@ import msgspec
 
 from .errors import BadInput, CtxdbError
 from .items import ItemStore
-from .projector import DECISION_TYPE, PROJECT_COLUMNS, Projector
+from .projector import DECISION_TYPE, Projector
+from .rebuild import replay_into
 
 if TYPE_CHECKING:
     from .live import Views
@@ -149,15 +150,7 @@ def replay_verify(store: "Store", progress: Callable[[int, int], None] | None = 
     proj = Projector(scratch, store._python_rules)
     log = store.log
 
-    def batches():
-        done = 0
-        for b in log.read_batches(from_seq=1, to_seq=end, columns=PROJECT_COLUMNS):
-            done += b.num_rows
-            if progress is not None:
-                progress(done, end)
-            yield b
-
-    proj.run(batches(), end, lambda at: log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS))
+    replay_into(proj, log, end, progress)
     views = Views(log, scratch, proj, live=False, semantic=live.semantic)
     receipts = [ev for ev in log.read(type=DECISION_TYPE, to_seq=end)]
     bad = []

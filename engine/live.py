@@ -403,18 +403,7 @@ class Views:
     def view(self, agent: str, *, as_of: datetime | str | None = None, seq: int | None = None,
              budget: int | None = None, explain: bool = False, valid_at: datetime | str | None = None,
              query: str | None = None) -> View:
-        if as_of is not None and seq is not None:
-            raise BadInput("give either as_of or seq, not both", field="as_of")
-        end = self.log.last_seq
-        if as_of is not None:
-            seq = self.log.seq_at(as_of)
-        if seq is not None and (seq < 0 or seq > end):
-            raise BadInput(f"seq {seq} is outside the log (1..{end})", field="seq", expected=f"0..{end}")
-        target = end if seq is None else seq
-        if self.projector.seq < target:
-            self.wait(target)
-        if self.error is not None:
-            raise self.error
+        seq = self._settle(as_of, seq)
         if query is not None:
             self._need_semantic()
         if seq is None and valid_at is None and not explain:
@@ -438,6 +427,22 @@ class Views:
         return self.view_at(agent, seq if seq is not None else self.projector.seq, budget=budget,
                             explain=explain, valid_at=valid_at, query=query)
 
+    def _settle(self, as_of: datetime | str | None, seq: int | None) -> int | None:
+        """The position asked for (None: the current one), validated and projected."""
+        if as_of is not None and seq is not None:
+            raise BadInput("give either as_of or seq, not both", field="as_of")
+        end = self.log.last_seq
+        if as_of is not None:
+            seq = self.log.seq_at(as_of)
+        if seq is not None and (seq < 0 or seq > end):
+            raise BadInput(f"seq {seq} is outside the log (1..{end})", field="seq", expected=f"0..{end}")
+        target = end if seq is None else seq
+        if self.projector.seq < target:
+            self.wait(target)
+        if self.error is not None:
+            raise self.error
+        return seq
+
     def _need_semantic(self) -> "Semantic":
         if self.semantic is None:
             raise BadInput("query-aware views and search need embeddings, and this store has them off "
@@ -456,18 +461,7 @@ class Views:
         from .view import visible
 
         sem = self._need_semantic()
-        if as_of is not None and seq is not None:
-            raise BadInput("give either as_of or seq, not both", field="as_of")
-        end = self.log.last_seq
-        if as_of is not None:
-            seq = self.log.seq_at(as_of)
-        if seq is not None and (seq < 0 or seq > end):
-            raise BadInput(f"seq {seq} is outside the log (1..{end})", field="seq", expected=f"0..{end}")
-        target = end if seq is None else seq
-        if self.projector.seq < target:
-            self.wait(target)
-        if self.error is not None:
-            raise self.error
+        seq = self._settle(as_of, seq)
         with self._lock:
             if seq is None or seq == self.projector.seq:
                 cfg = self.projector.config

@@ -36,15 +36,7 @@ def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None]
         fresh.copy_token_counts_from(store.path / ITEMS_FILE)  # type: ignore[operator]
     proj = Projector(fresh, store._python_rules)
 
-    def batches():
-        done = 0
-        for b in log.read_batches(from_seq=1, to_seq=end, columns=PROJECT_COLUMNS):
-            done += b.num_rows
-            if progress is not None:
-                progress(done, end)
-            yield b
-
-    proj.run(batches(), end, lambda at: log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS))
+    replay_into(proj, log, end, progress)
     seconds = time.perf_counter() - t0
     views.persist()
     before = views.items.digest()
@@ -65,3 +57,16 @@ def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None]
     os.replace(target, live)
     _fsync_dir(live.parent)
     return report
+
+
+def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], None] | None = None) -> None:
+    """Project events 1..end of `log` with `proj` (a fresh projector), reporting progress."""
+    def batches():
+        done = 0
+        for b in log.read_batches(from_seq=1, to_seq=end, columns=PROJECT_COLUMNS):
+            done += b.num_rows
+            if progress is not None:
+                progress(done, end)
+            yield b
+
+    proj.run(batches(), end, lambda at: log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS))

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from .errors import CorruptionError
+from .segment import write_atomic
 
 COMPACT_CHUNKS = 64          # merge the chunk files into one when there are more than this
 
@@ -43,24 +44,6 @@ class State(msgspec.Struct):
     seq: int = 0                 # the embedding projector covers every item version up to here
     vid: int = 0                 # ... and every stored item version with vid <= this
     next_chunk: int = 1
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class EmbeddingStore:

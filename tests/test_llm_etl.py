@@ -11,7 +11,7 @@ import pytest
 
 import ctxdb
 from conftest import Clock
-from test_summarize import CannedServer, Reply, completion
+from test_summarize import Reply, completion, server  # noqa: F401 (the loopback server fixture)
 
 TOML = """
 [summarizer]
@@ -46,17 +46,6 @@ tokenizer = "whitespace"
 def comment(i, text, subject="ticket:1"):
     return {"id": f"c{i}", "source": "test", "type": "comment.added", "subject": subject,
             "time": f"2027-01-10T09:0{i}:00Z", "data": {"author": "ann", "text": text}}
-
-
-@pytest.fixture
-def server():
-    srv = CannedServer()
-    srv.thread.start()
-    try:
-        yield srv
-    finally:
-        srv.httpd.shutdown()
-        srv.httpd.server_close()
 
 
 def cfg(tmp_path: Path, server) -> Path:
