@@ -28,8 +28,9 @@ Measured per set, one query at a time through VectorIndex.search (like a live ag
 Python wrapper): HNSW build time, p50/p99 latency, recall@10 against exact top-10 (faiss.knn,
 batched); the same for a flat (exact) VectorIndex over the same vectors; an efSearch sweep; at the
 largest set also filtered search against VectorIndex.exact(allowed=...): allowed = random 30 % of
-ids (as ids and as a bool mask), 5 k / 10 k / 20 k ids (brute-forced by default; also timed with the
-in-HNSW filter forced, to place the threshold) and 2.5 % of ids; and save/load times. Prints a table; writes
+ids (as ids and as a bool mask) and 2 k / 5 k / 10 k / 20 k / 50 k ids, each with brute force and
+with the in-HNSW filter (to place the threshold, ann.BRUTE_COST; * marks the path search() takes);
+and save/load times. Prints a table; writes
 bench/out/semantic_index.json.
 """
 from __future__ import annotations
@@ -280,25 +281,24 @@ def run_set(name: str, X: np.ndarray, Q: np.ndarray, PQ: np.ndarray, a: argparse
         mask = np.zeros(n, bool)
         mask[cases["30% ids"]] = True
         cases["30% mask"] = mask
-        for m in (5_000, 10_000, 20_000, int(0.025 * n)):
+        for m in (2_000, 5_000, 10_000, 20_000, 50_000):
             cases[f"{m // 1000}k ids"] = np.sort(rng.choice(n, m, replace=False)).astype(np.int64)
         r["filtered"] = {}
         fqn = Q[:a.filter_queries]
         for cname, allowed in cases.items():
             ref = cases["30% ids"] if cname == "30% mask" else allowed
             GE = ix.exact(fqn, K, allowed=ref)[1]
-            # the default path, then (for sets small enough to be brute-forced) the in-HNSW filter forced
-            paths = ["default"] + (["hnsw-filter"] if len(ref) <= max(ann.BRUTE_MAX, ann.BRUTE_FRACTION * n) else [])
-            for path in paths:
-                saved = ann.BRUTE_MAX, ann.BRUTE_FRACTION
-                if path == "hnsw-filter":
-                    ann.BRUTE_MAX, ann.BRUTE_FRACTION = 0, 0.0
+            default = "brute" if ann._brute(len(ref), n) else "hnsw-filter"
+            paths = [default] if cname.startswith("30%") else ["brute", "hnsw-filter"]
+            for path in paths:                       # force each path; * marks the one search() takes
+                saved = ann.BRUTE_COST
+                ann.BRUTE_COST = float("inf") if path == "brute" else 0
                 try:
                     ts, I = timed(ix.search, fqn, allowed=allowed)
                 finally:
-                    ann.BRUTE_MAX, ann.BRUTE_FRACTION = saved
+                    ann.BRUTE_COST = saved
                 ok = bool(np.isin(I[I >= 0], ref).all())
-                key = cname if path == "default" else f"{cname}, {path}"
+                key = f"{cname}, {path}{'*' if path == default else ''}"
                 r["filtered"][key] = {**pct(ts), "recall": round(recall(I, GE), 4), "only_allowed": ok}
                 print(f"  filtered {key}: {r['filtered'][key]}", flush=True)
 
@@ -341,8 +341,8 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=0.025)
     ap.add_argument("--hnsw-m", type=int, default=32)
     ap.add_argument("--ef-construction", type=int, default=80)
-    ap.add_argument("--ef-search", type=int, default=64)
-    ap.add_argument("--sweep", default="16,32,48,64,96,128", help="efSearch values to sweep")
+    ap.add_argument("--ef-search", type=int, default=192)
+    ap.add_argument("--sweep", default="32,64,96,128,192,256,384", help="efSearch values to sweep")
     ap.add_argument("--tmp", default=None, help="directory for the save/load test")
     ap.add_argument("--out", default=str(OUT / "semantic_index.json"))
     a = ap.parse_args()

@@ -42,8 +42,7 @@ from .errors import BadInput, CorruptionError, CtxdbError
 
 KINDS = ("auto", "flat", "hnsw")
 FORMAT = "ctxdb-ann/1"
-BRUTE_MAX = 20_000        # allowed sets up to this size are searched exactly by brute force
-BRUTE_FRACTION = 0.02     # ... and so are sets smaller than this fraction of n
+BRUTE_COST = 1500         # allowed sets of m ids with m * sqrt(m / n) <= this are brute-forced
 SERIAL_QUERIES = 20       # fewer queries than this run on the calling thread alone
 _RESERVED = ("format", "n", "dim", "kind", "mode", "params", "bytes", "crc32")
 
@@ -69,6 +68,11 @@ def _int(name: str, v: object, lo: int) -> int:
     return int(v)
 
 
+def _brute(m: int, n: int) -> bool:
+    """Brute force costs ~m random row reads; a filtered HNSW walk grows like 1/sqrt(m / n)."""
+    return m * (m / max(n, 1)) ** 0.5 <= BRUTE_COST
+
+
 def _pad(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
 
@@ -86,8 +90,8 @@ def _clean(D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
 class VectorIndex:
     """FAISS index over L2-normalised float32 vectors; ids are 0..n-1 in add order; inner product."""
 
-    def __init__(self, dim: int, kind: str = "auto", *, flat_max: int = 50_000, hnsw_m: int = 32,
-                 ef_construction: int = 80, ef_search: int = 64) -> None:
+    def __init__(self, dim: int, kind: str = "auto", *, flat_max: int = 20_000, hnsw_m: int = 32,
+                 ef_construction: int = 80, ef_search: int = 192) -> None:
         if kind not in KINDS:
             raise BadInput(f"unknown vector index kind {kind!r}", field="kind", expected=" / ".join(KINDS))
         self.dim = _int("dim", dim, 1)
@@ -196,7 +200,7 @@ class VectorIndex:
             if a.shape != (n,):
                 raise BadInput(f"allowed mask has shape {a.shape}", field="allowed", expected=f"({n},)")
             count = int(np.count_nonzero(a))
-            if count <= BRUTE_MAX or count < BRUTE_FRACTION * n:
+            if _brute(count, n):
                 return np.flatnonzero(a).astype(np.int64), None, count
             return None, a, count
         if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
@@ -204,7 +208,7 @@ class VectorIndex:
         a = a.astype(np.int64, copy=False)
         if a.size and (a.min() < 0 or a.max() >= n):
             a = a[(a >= 0) & (a < n)]          # ids that do not exist cannot be returned anyway
-        if len(a) <= BRUTE_MAX or len(a) < BRUTE_FRACTION * n:
+        if _brute(len(a), n):
             if len(a) > 1 and not (a[1:] > a[:-1]).all():
                 a = np.unique(a)               # (already sorted and unique: skip the sort)
             return a, None, len(a)

@@ -105,8 +105,7 @@ def trap(rng: np.random.Generator, n: int = 3000, d: int = 32):
 def test_allowed_never_returns_a_forbidden_id(rng, monkeypatch, kind, path, form):
     X, Q, allowed = trap(rng)
     if path == "selector":                           # force the in-faiss filter (IDSelectorBitmap)
-        monkeypatch.setattr(ann, "BRUTE_MAX", 0)
-        monkeypatch.setattr(ann, "BRUTE_FRACTION", 0.0)
+        monkeypatch.setattr(ann, "BRUTE_COST", 0)
     ix = VectorIndex(32, kind)
     ix.add(X)
     arg = allowed
@@ -127,7 +126,7 @@ def test_allowed_never_returns_a_forbidden_id(rng, monkeypatch, kind, path, form
 
 
 def test_hnsw_filtered_recall(rng, monkeypatch):
-    monkeypatch.setattr(ann, "BRUTE_MAX", 0)         # the in-faiss filter, on a realistic selectivity
+    monkeypatch.setattr(ann, "BRUTE_COST", 0)        # the in-faiss filter, on a realistic selectivity
     X, Q = unit(rng, 4000, 32), unit(rng, 100, 32)
     ix = VectorIndex(32, "hnsw")
     ix.add(X)
