@@ -30,7 +30,7 @@
     [snapshots]                                 # every = 100000 (events), retain = 3
     [view]                                      # tokenizer = "minilm" | "whitespace"
     [embeddings]                                # model = "minilm" | "off", index = "auto" | "flat" | "hnsw",
-                                                # flat_max = 50000 (auto: exact search up to this many)
+                                                # flat_max = 20000 (auto: exact search up to this many)
 
 Every problem is a ConfigError naming the file, the line and the key. A config is identified by
 the hash of its canonical JSON; the store appends it to the log as a policy event whenever it
@@ -176,7 +176,7 @@ class Config:
     file: str | None = None
     embed_model: str = "minilm"  # [embeddings] model: "minilm" or "off"
     index_kind: str = "auto"     # [embeddings] index: auto | flat | hnsw
-    index_flat_max: int = 50_000 # [embeddings] flat_max: auto uses exact search up to this many vectors
+    index_flat_max: int = 20_000 # [embeddings] flat_max: auto uses exact search up to this many vectors
     summarizer: dict = field(default_factory=dict)   # [summarizer]: kind = "template" | "openai", ...
 
     def agent(self, name: str) -> AgentPolicy | None:
@@ -268,7 +268,7 @@ def from_dict(raw: dict[str, Any], *, file: str | None = None, locate: "_Locator
         raise fail(("embeddings", "index"), f"unknown index kind {kind!r}", " | ".join(INDEX_KINDS))
     return Config(
         summarizer=summ_cfg, embed_model=model, index_kind=kind,
-        index_flat_max=_int(emb, "flat_max", 50_000, ("embeddings",), fail, minimum=1),
+        index_flat_max=_int(emb, "flat_max", 20_000, ("embeddings",), fail, minimum=1),
         rules=rules, agents=agents,
         snapshot_every=_int(snaps, "every", DEFAULT_SNAPSHOT_EVERY, ("snapshots",), fail, minimum=0),
         snapshot_retain=_int(snaps, "retain", DEFAULT_SNAPSHOT_RETAIN, ("snapshots",), fail, minimum=1),

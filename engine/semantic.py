@@ -147,7 +147,7 @@ class Semantic:
     """Embedder + stored embeddings + keyword index + the background embedding projector."""
 
     def __init__(self, embedder: Embedder, store: EmbeddingStore, *, live: bool = True,
-                 index_kind: str = "auto", flat_max: int = 50_000) -> None:
+                 index_kind: str = "auto", flat_max: int = 20_000) -> None:
         self.embedder, self.store, self.live = embedder, store, live
         self.index_kind, self.flat_max = index_kind, flat_max
         self._ann = None                     # ann.VectorIndex over every stored vector (lazy)
