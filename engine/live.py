@@ -404,8 +404,9 @@ class Views:
              budget: int | None = None, explain: bool = False, valid_at: datetime | str | None = None,
              query: str | None = None) -> View:
         seq = self._settle(as_of, seq)
-        if query is not None:
-            self._need_semantic()
+        if query is not None and query.strip():
+            # embed the question (once, ever) before taking the projection lock
+            self._need_semantic().query_vector(query)
         if seq is None and valid_at is None and not explain:
             with self._lock:
                 if query is not None:
@@ -462,6 +463,8 @@ class Views:
 
         sem = self._need_semantic()
         seq = self._settle(as_of, seq)
+        if query.strip():
+            sem.query_vector(query)  # the model call (if any) outside the projection lock
         with self._lock:
             if seq is None or seq == self.projector.seq:
                 cfg = self.projector.config

@@ -367,34 +367,27 @@ class Semantic:
             vids = self.store.lookup(hashes)
         return vids
 
-    def relevance_ann(self, query: str, hashes: list[str], text_of: Callable[[int], str], k: int) -> Relevance:
-        """Like relevance(), with the vector part from the FAISS index, filtered inside the
-        search to these candidates' vectors (nothing else can come back): the nearest
-        max(10k, 100) get a cosine, the rest none. For search over very large candidate sets;
-        views always score every candidate exactly."""
-        if not query.strip():
-            raise BadInput("the query is empty", field="query", expected="a question or keywords")
-        qv = self.query_vector(query)
-        vids = self.vectors_for(hashes, text_of)
-        index = self.ann()
-        scores, ids = index.search(qv, max(10 * k, 100), allowed=np.unique(vids))
-        found = {int(i): round(float(d), 6) for d, i in zip(scores, ids) if i >= 0}
-        cos = np.fromiter((found.get(int(v), -np.inf) for v in vids), dtype=np.float64, count=len(vids))
-        tids = self.text.ensure(hashes, text_of)
-        kw = np.round(self.text.bm25(tids, query), 6)
-        return Relevance(cos, kw)
-
-    def relevance(self, query: str, hashes: list[str], text_of: Callable[[int], str]) -> Relevance:
+    def relevance(self, query: str, hashes: list[str], text_of: Callable[[int], str], *,
+                  ann_k: int | None = None) -> Relevance:
+        """Vector and keyword scores of the candidates `hashes` for `query`. The vector part is
+        exact (every candidate) unless `ann_k` is given: then it comes from the FAISS index,
+        filtered inside the search to these candidates' vectors (nothing else can come back),
+        and only the nearest max(10·ann_k, 100) get a cosine -- for search over very large
+        candidate sets; views always score every candidate exactly."""
         if not query.strip():
             raise BadInput("the query is empty", field="query", expected="a question or keywords")
         if not hashes:
             return Relevance(np.zeros(0), np.zeros(0))
         qv = self.query_vector(query)
         vids = self.vectors_for(hashes, text_of)
-        # einsum, not BLAS gemv: multi-threaded OpenBLAS made this 4x slower on 2 cores
-        cos = np.round(np.einsum("ij,j->i", self.store.matrix[vids], qv), 6).astype(np.float64)
-        tids = self.text.ensure(hashes, text_of)
-        kw = np.round(self.text.bm25(tids, query), 6)
+        if ann_k is None:
+            # einsum, not BLAS gemv: multi-threaded OpenBLAS made this 4x slower on 2 cores
+            cos = np.round(np.einsum("ij,j->i", self.store.matrix[vids], qv), 6).astype(np.float64)
+        else:
+            scores, ids = self.ann().search(qv, max(10 * ann_k, 100), allowed=np.unique(vids))
+            found = {int(i): round(float(d), 6) for d, i in zip(scores, ids) if i >= 0}
+            cos = np.fromiter((found.get(int(v), -np.inf) for v in vids), dtype=np.float64, count=len(vids))
+        kw = np.round(self.text.bm25(self.text.ensure(hashes, text_of), query), 6)
         return Relevance(cos, kw)
 
 
@@ -427,10 +420,8 @@ def search_candidates(sem: "Semantic", C, idx: np.ndarray, query: str, k: int) -
         raise BadInput(f"k must be at least 1, got {k}", field="k", expected="an integer >= 1")
     idx = [int(i) for i in idx]
     hashes = [C.hashes[i] for i in idx]
-    if len(idx) > sem.ann_threshold():
-        rel = sem.relevance_ann(query, hashes, lambda j: C.text(idx[j]), k)
-    else:
-        rel = sem.relevance(query, hashes, lambda j: C.text(idx[j]))
+    rel = sem.relevance(query, hashes, lambda j: C.text(idx[j]),
+                        ann_k=k if len(idx) > sem.ann_threshold() else None)
     if not idx:
         return []
     score = rel.rel

@@ -82,7 +82,7 @@ class Store:
         `source` and `id` as a logged event, or as an earlier event of this call) gets the seq
         of the event it duplicates and appends nothing."""
         if not self._policy_checked:
-            self._ensure_policy()
+            self._ensure_policy(self._resolve_config())  # a bad config raises here, never the default
         envs = envelopes_from_objects(events)
         if not envs:
             return []
@@ -103,7 +103,7 @@ class Store:
         bad record raises BadInput (file, line, field) and nothing is appended. With `stream`,
         every batch commits on its own, when full or after `idle_commit` seconds without input."""
         if not self._policy_checked:
-            self._ensure_policy()
+            self._ensure_policy(self._resolve_config())  # a bad config raises here, never the default
         sources = path_or_file if isinstance(path_or_file, list) else [path_or_file]
         kw: dict[str, Any] = {}
         if batch_events:
@@ -303,17 +303,17 @@ class Store:
             return eng
         with self._engine_lock:
             if self._engine is None:
-                self._engine = self._build_engine()
-                self._ensure_policy()
+                cfg = self._resolve_config()  # read once per build; a bad config raises here, every time
+                self._engine = self._build_engine(cfg)
+                self._ensure_policy(cfg)
                 self._engine.start()
-                self._llm = self._build_llm_worker(self._engine)
+                self._llm = self._build_llm_worker(self._engine, cfg or self._engine.projector.config)
             return self._engine
 
-    def _build_llm_worker(self, eng: Views) -> "LLMWorker | None":
+    def _build_llm_worker(self, eng: Views, cfg: Config) -> "LLMWorker | None":
         """The summarizer worker, when a rule asks for LLM summaries (writer processes only)."""
         if self.readonly:
             return None
-        cfg = self._resolve_config() or eng.projector.config
         wants = any(r.llm is not None or (r.summarize is not None and r.summarize.llm) for r in cfg.rules)
         if not wants and not eng.projector.llm_open:
             return None
@@ -329,18 +329,17 @@ class Store:
         w.poke()
         return w
 
-    def _build_engine(self) -> Views:
+    def _build_engine(self, cfg: "Config | None") -> Views:
         items = self._open_items()
         projector = Projector(items, self._python_rules)
         self._last_snapshot = projector.seq
         return Views(self.log, items, projector, live=not self.readonly, on_projected=self._on_projected,
-                     semantic=self._build_semantic(projector))
+                     semantic=self._build_semantic(cfg or projector.config))
 
-    def _build_semantic(self, projector: Projector) -> "Semantic | None":
+    def _build_semantic(self, cfg: Config) -> "Semantic | None":
         """The embedder the config names (CTXDB_EMBEDDINGS=off turns it off for this process),
         its stored embeddings under vectors/, and the keyword index."""
         emb = self._embedder_arg
-        cfg = self._resolve_config() or projector.config
         if emb == "config":
             name = os.environ.get("CTXDB_EMBEDDINGS") or cfg.embed_model
             emb = get_embedder(name)
@@ -391,11 +390,11 @@ class Store:
                 return load_config(cand)
         return None
 
-    def _ensure_policy(self) -> None:
-        """Append a policy event when the config file differs from the policy the log holds."""
+    def _ensure_policy(self, cfg: "Config | None") -> None:
+        """Append a policy event when the config file (`cfg`, as resolved) differs from the
+        policy the log holds."""
         if self._policy_checked:
             return
-        cfg = self._resolve_config()  # a bad config raises here, every time, never the default
         self._policy_checked = True
         if cfg is None or self.readonly:
             return
