@@ -145,6 +145,7 @@ def log_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Print at most N events."),
     last: Optional[int] = typer.Option(None, "--last", help="Only the last N events of the log."),
     follow: bool = typer.Option(False, "--follow", "-F", help="Keep printing new events as they are committed."),
+    agent: Optional[str] = typer.Option(None, "--agent", "-a", help="Read on behalf of this agent: only subjects its current policy grants, never a forgotten one."),
     db: Optional[Path] = DbOpt,
 ) -> None:
     """Print events as NDJSON (with seq and recorded_at), filtered like db.read()."""
@@ -156,7 +157,8 @@ def log_cmd(
             printed = 0
             nxt = from_seq or 1
             while True:
-                for ev in store.read(from_seq=nxt, to_seq=to_seq, as_of=as_of, subject=subject, type=type):
+                for ev in store.read(from_seq=nxt, to_seq=to_seq, as_of=as_of, subject=subject, type=type,
+                                     agent=agent):
                     out.write(ev.to_json() + b"\n")
                     printed += 1
                     if limit is not None and printed >= limit:
@@ -199,18 +201,20 @@ def view(
     explain: bool = typer.Option(False, "--explain", help="Show every candidate item: score components and why it is in or out."),
     follow: bool = typer.Option(False, "--follow", "-F", help="Print the view again each time it changes."),
     query: Optional[str] = typer.Option(None, "--query", "-q", help="Query-aware view: relevance to this question joins the score."),
+    auditor: Optional[str] = typer.Option(None, "--auditor", help="Read as this auditor (role = \"auditor\"): the view exactly as it was, tombstoned data and policy denials included."),
     db: Optional[Path] = DbOpt,
     config: Optional[Path] = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Print an agent's context view: the text for its system prompt (or --json with every item,
-    its score components and lineage)."""
+    its score components and lineage). Read as the agent: its current grants apply to past views
+    too and forgotten subjects never show; --auditor reads history as it was."""
     with _errors():
         if follow and query is not None:
             raise ctxdb.BadInput("--follow follows the plain view; drop --query", field="--follow")
         with _open_for_views(db, config) as store:
             v = store.view(agent, as_of=as_of, seq=seq, budget=budget, explain=explain, valid_at=valid_at,
-                           query=query)
+                           query=query, auditor=auditor)
             _print_view(v, as_json, explain)
             if follow:
                 with store.subscribe(agent) as sub:
@@ -248,6 +252,7 @@ def search(
     k: int = typer.Option(10, "--k", "-k", help="How many results."),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Search the items as the log stood then."),
     seq: Optional[int] = typer.Option(None, "--seq", help="Search the items at this log position."),
+    auditor: Optional[str] = typer.Option(None, "--auditor", help="Search as this auditor: the items as they were, tombstoned ones included."),
     db: Optional[Path] = DbOpt,
     config: Optional[Path] = ConfigOpt,
     as_json: bool = JsonOpt,
@@ -255,7 +260,7 @@ def search(
     """Hybrid search (embeddings fused with BM25 keywords) over the items an agent may see."""
     with _errors():
         with _open_for_views(db, config) as store:
-            hits = store.search(agent, query, k=k, as_of=as_of, seq=seq)
+            hits = store.search(agent, query, k=k, as_of=as_of, seq=seq, auditor=auditor)
         if as_json:
             import msgspec
 
@@ -268,6 +273,49 @@ def search(
             typer.echo(f"{h.rank:>4} {h.score:>6.3f} {h.vector:>6.3f} {h.keyword:>6.2f}  {h.key:<28} {text}")
         if not hits:
             _err("no items visible to this agent match")
+
+
+def _progress_printer(what: str):
+    """Step messages of a long operation, on stderr (data stays on stdout)."""
+    t0 = time.perf_counter()
+
+    def step(msg: str) -> None:
+        _err(f"{what}: {msg} ({time.perf_counter() - t0:.2f} s)")
+    return step
+
+
+@app.command()
+def forget(
+    subject: str = typer.Argument(..., help="The subject to forget, exactly (e.g. user:42)."),
+    purge: bool = typer.Option(False, "--purge", help="Also erase its data physically from every file of the store."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Why (kept in the tombstone; no personal data here)."),
+    db: Optional[Path] = DbOpt,
+    config: Optional[Path] = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Tombstone a subject: from now on it is out of every view and search (agents never read it
+    again, at any position; auditors still read history before the tombstone). With --purge, its
+    personal data is erased from the log, the item store, embeddings, index and snapshots."""
+    with _errors():
+        _require_store(db)
+        with ctxdb.open(_path(db), config=config) as store:
+            seq = store.forget(subject, reason=reason)
+            out: dict = {"subject": subject, "seq": seq, "purged": False}
+            if purge:
+                rep = store.purge(subject, progress=_progress_printer("purge"))
+                out = {**out, "purged": True, "purge": rep.to_dict()}
+            else:
+                store.wait(seq)
+        if as_json:
+            typer.echo(json.dumps(out))
+        elif purge:
+            r = out["purge"]
+            typer.echo(f"forgot and purged {subject}: tombstone at seq {seq}; {r['events']} events stubbed in "
+                       f"{r['segments_rewritten']} segment(s), {r['item_versions']} item versions, {r['embeddings']} "
+                       f"embeddings, {r['snapshots']} snapshot(s) erased in {r['seconds']:.2f} s; "
+                       f"purge receipt at seq {r['receipt_seq']}")
+        else:
+            typer.echo(f"forgot {subject}: tombstone at seq {seq} (data kept for auditors; --purge erases it)")
 
 
 @app.command()

@@ -150,6 +150,11 @@ class AgentPolicy:
     half_life_us: tuple[tuple[str, int | None], ...] = ()
     weights: tuple[tuple[str, float], ...] = tuple(DEFAULT_WEIGHTS.items())
     role: str = "agent"
+    # Set only on the policy an agent's own read runs under (see access.reader_policy): the
+    # grants it holds now (a past view never shows what a revoked grant allowed) and the
+    # subjects forgotten by now (tombstones reach back for agents; auditors see history).
+    grants: tuple[str, ...] | None = None
+    exclude: frozenset[str] = frozenset()
 
     def half_life(self, kind: str) -> int | None:
         return dict(self.half_life_us).get(kind)
@@ -158,7 +163,15 @@ class AgentPolicy:
         return dict(self.weights)[name]
 
     def allows_subject(self, subject: str) -> bool:
+        if subject in self.exclude or subject.startswith("purged:"):
+            return False
+        if self.grants is not None and not any(glob_match(p, subject) for p in self.grants):
+            return False
         return any(glob_match(p, subject) for p in self.subjects)
+
+    @property
+    def restricted(self) -> bool:
+        return self.grants is not None or bool(self.exclude)
 
     def is_pinned(self, key: str) -> bool:
         return any(glob_match(p, key) for p in self.pinned)

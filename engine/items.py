@@ -196,6 +196,21 @@ class ItemStore:
             params.append(deny)
         return self._q(sql, params)  # any order: the assembly does not depend on it
 
+    def lineage_denied(self, kinds: Iterable[str], deny_tags: Iterable[str], allow_tags: Iterable[str] | None
+                       ) -> list[int]:
+        """Seqs of the events behind any item version (ever) of a kind outside `kinds`, with a
+        denied tag, or (with `allow_tags`) without an allowed one."""
+        cond, params = ["kind NOT IN (SELECT unnest(?::VARCHAR[]))"], [list(kinds)]
+        if deny_tags:
+            cond.append("list_has_any(tags, ?::VARCHAR[])")
+            params.append(list(deny_tags))
+        if allow_tags is not None:
+            cond.append("NOT list_has_any(tags, ?::VARCHAR[])")
+            params.append(list(allow_tags))
+        t = self._q("SELECT DISTINCT unnest(lineage_seqs) AS s FROM item_versions WHERE op = 'upsert' AND ("
+                    + " OR ".join(cond) + ") ORDER BY s", params)
+        return t.column("s").to_pylist()
+
     def valid_at(self, time_us: int, seq: int, since_seq: int = 0) -> list[ItemVersion]:
         """What was true at valid time `time_us`, as known at `seq` under the rules epoch that
         began at `since_seq`: per key, the op with the newest (time, seq) at or before

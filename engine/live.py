@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
+from .access import check_auditor, filter_versions, reader_policy
 from .config import AgentPolicy, Config
 from .errors import AccessDenied, BadInput, CtxdbError
 from .events import micros
@@ -60,6 +61,7 @@ class Subscription:
         self._last: View | None = None
         self.closed = False
         self.skipped = 0
+        self.error: BaseException | None = None   # set when the agent's grant is revoked
 
     def _push(self, view: View) -> None:
         with self._cond:
@@ -91,6 +93,8 @@ class Subscription:
         while True:
             upd = self.get()
             if upd is None:
+                if self.error is not None:
+                    raise self.error
                 return
             yield upd
 
@@ -103,6 +107,8 @@ class Subscription:
             if upd is not None:
                 return upd
             if self.closed:
+                if self.error is not None:
+                    raise self.error
                 raise StopAsyncIteration
 
     def close(self) -> None:
@@ -110,6 +116,11 @@ class Subscription:
             self.closed = True
             self._cond.notify_all()
         self.owner._unsubscribe(self)
+
+    def _deny(self, exc: BaseException) -> None:
+        """The agent lost its policy: nothing more is pushed; iteration raises `exc`."""
+        self.error = exc
+        self.close()
 
     def __enter__(self) -> "Subscription":
         return self
@@ -198,6 +209,7 @@ class Views:
             opened, closed = proj.run(batches, end, self._read_prefix, deferred=writes)
             if proj.config.hash != policy_before or proj.stats.reprojections != reproj_before:
                 self._init_live()
+                self._deny_revoked()
             else:
                 self._apply_changes(opened, closed)
             # Push first, then persist: the item store write (a DuckDB commit) is not on the
@@ -280,6 +292,14 @@ class Views:
             vs = [current[k] for k in sorted(current) if allowed(pol, current[k])]
             self._cands[name] = Candidates.build(vs, pol, tok(vs))
         self._views = {}
+
+    def _deny_revoked(self) -> None:
+        agents = self._agents()
+        for name, subs in list(self._subs.items()):
+            if name not in agents:
+                for s in list(subs):
+                    s._deny(AccessDenied(f"agent {name!r} has no policy from seq {self.projector.seq} on: "
+                                         "its subscription was closed"))
 
     def _apply_changes(self, opened: list[ItemVersion], closed: list[ItemVersion]) -> None:
         agents = self._agents()
@@ -402,8 +422,10 @@ class Views:
     # ---- reading views -----------------------------------------------------------------------
     def view(self, agent: str, *, as_of: datetime | str | None = None, seq: int | None = None,
              budget: int | None = None, explain: bool = False, valid_at: datetime | str | None = None,
-             query: str | None = None) -> View:
+             query: str | None = None, auditor: str | None = None) -> View:
         seq = self._settle(as_of, seq)
+        if auditor is not None:
+            check_auditor(self.projector.config, auditor)
         if query is not None and query.strip():
             # embed the question (once, ever) before taking the projection lock
             self._need_semantic().query_vector(query)
@@ -426,7 +448,7 @@ class Views:
                         return v
                 seq = self.projector.seq
         return self.view_at(agent, seq if seq is not None else self.projector.seq, budget=budget,
-                            explain=explain, valid_at=valid_at, query=query)
+                            explain=explain, valid_at=valid_at, query=query, auditor=auditor)
 
     def _settle(self, as_of: datetime | str | None, seq: int | None) -> int | None:
         """The position asked for (None: the current one), validated and projected."""
@@ -456,13 +478,15 @@ class Views:
         return lambda hashes, text_of: sem.relevance(query, hashes, text_of)
 
     def search(self, agent: str, query: str, *, k: int = 10, as_of: datetime | str | None = None,
-               seq: int | None = None) -> list:
+               seq: int | None = None, auditor: str | None = None) -> list:
         """The `k` items most relevant to `query` among those `agent` may see at the position."""
         from .semantic import search_candidates
         from .view import visible
 
         sem = self._need_semantic()
         seq = self._settle(as_of, seq)
+        if auditor is not None:
+            check_auditor(self.projector.config, auditor)
         if query.strip():
             sem.query_vector(query)  # the model call (if any) outside the projection lock
         with self._lock:
@@ -474,16 +498,21 @@ class Views:
                     return []
                 C = self._cands[agent]
                 return search_candidates(sem, C, visible(C, pol, now), query, k)
-        C, pol, now = self._past_candidates(agent, seq)
+        C, pol, now = self._past_candidates(agent, seq, auditor)
         return search_candidates(sem, C, visible(C, pol, now), query, k)
 
-    def _past_candidates(self, agent: str, seq: int):
+    def reader_policy(self, cfg: Config, agent: str, seq: int, auditor: str | None) -> AgentPolicy:
+        """The policy `agent`'s view at `seq` is read under (access.reader_policy)."""
+        return reader_policy(cfg, self.projector.config, agent, seq, auditor=auditor,
+                             forgotten=self.projector.forgotten)
+
+    def _past_candidates(self, agent: str, seq: int, auditor: str | None = None):
         self.persist()
         cfg, _ = self.projector.policy_at(seq)
-        pol = self._policy(cfg, agent, seq)
+        pol = self.reader_policy(cfg, agent, seq, auditor)
         now = self.log.recorded_at_of(seq)
-        tbl = self.items.versions_at_arrow(seq, subject_like=[like_pattern(p) for p in pol.subjects],
-                                           kinds=pol.kinds, deny_tags=pol.deny_tags)
+        tbl = filter_versions(self.items.versions_at_arrow(
+            seq, subject_like=[like_pattern(p) for p in pol.subjects], kinds=pol.kinds, deny_tags=pol.deny_tags), pol)
         if pol.allow_tags is not None:
             vs = [v for v in rows_to_versions(tbl) if allowed(pol, v)]
             C = Candidates.build(vs, pol, self._counter(self.tokenizer(cfg))(vs))
@@ -500,24 +529,32 @@ class Views:
         return pol
 
     def view_at(self, agent: str, seq: int, *, budget: int | None = None, explain: bool = False,
-                valid_at: datetime | str | None = None, query: str | None = None) -> View:
-        """Assemble the view at a past (projected) position from the item store."""
+                valid_at: datetime | str | None = None, query: str | None = None,
+                auditor: str | None = None) -> View:
+        """Assemble the view at a past (projected) position from the item store, under the
+        policy the reader may use (access.reader_policy)."""
         self.persist()  # projected batches land before a past view reads the item store
         cfg, pol_rec = self.projector.policy_at(seq)
-        pol = self._policy(cfg, agent, seq)
+        pol = self.reader_policy(cfg, agent, seq, auditor)
         version = pol_rec.version if pol_rec else 0
         if valid_at is not None:
             t_us = micros(parse_time(valid_at))
             cands = self.items.valid_at(t_us, seq, self.projector.epoch_start(seq))
+            if auditor is None:
+                cands = [v for v in cands if allowed(pol, v)]
             return self._assemble(cands, pol, seq, t_us, self.items.uses_at(seq), cfg, version, budget=budget,
                                   explain=explain, valid_at=_iso_us(t_us), **self._q(query))
         now = self.log.recorded_at_of(seq)
-        if explain:
-            cands = self.items.versions_at(seq)
+        if explain and auditor is not None:
+            cands = self.items.versions_at(seq)  # an auditor sees what the policy denied, too
+        elif explain:  # an agent's explain never names what it may not read
+            cands = [v for v in self.items.versions_at(seq, subject_like=[like_pattern(p) for p in pol.subjects])
+                     if allowed(pol, v)]
         elif pol.allow_tags is None:
             # The policy is applied in SQL; columns go straight into the assembly.
-            tbl = self.items.versions_at_arrow(seq, subject_like=[like_pattern(p) for p in pol.subjects],
-                                               kinds=pol.kinds, deny_tags=pol.deny_tags)
+            tbl = filter_versions(self.items.versions_at_arrow(
+                seq, subject_like=[like_pattern(p) for p in pol.subjects], kinds=pol.kinds,
+                deny_tags=pol.deny_tags), pol)
             tok = self.tokenizer(cfg)
             counts = self._counts_for(tok, tbl)
             cands = Candidates.from_arrow(tbl, pol, counts)

@@ -10,6 +10,8 @@ For each event, in seq order, the rules of the policy in force turn it into item
     ctxdb.decision  a decision receipt: every item it lists is reinforced (decays slower)
     ctxdb.llm.output  a recorded LLM summary (derived event): its item replaces the items it
                     summarizes; a replay reads the recorded text and never calls a model
+    ctxdb.forget    a tombstone for its subject: the subject's current items close at its
+                    position and later events about the subject are not projected
 
 Rules that ask for an LLM summary (`llm = {...}`, or `summarize = {..., llm = true}`) leave the
 raw items in place and open a request (kept beside the checkpoint, `llm_open`); the summarizer
@@ -42,6 +44,9 @@ SYSTEM_PREFIX = "ctxdb."
 POLICY_TYPE = "ctxdb.policy"
 DECISION_TYPE = "ctxdb.decision"
 LLM_TYPE = "ctxdb.llm.output"
+FORGET_TYPE = "ctxdb.forget"
+PURGE_TYPE = "ctxdb.purge"
+PURGED_PREFIX = "purged:"        # subjects (and ids) of the content-free stubs a purge leaves
 PROJECT_COLUMNS = ["seq", "recorded_at", "id", "source", "type", "subject", "time", "time_ts", "data", "meta"]
 
 
@@ -84,9 +89,12 @@ def rules_fingerprint(cfg: Config, python_rules: list[PythonRule]) -> str:
 class Projector:
     """Owns the projected state (current items, summaries, reinforcement) of one item store."""
 
-    def __init__(self, items: ItemStore, python_rules: list[PythonRule] | None = None) -> None:
+    def __init__(self, items: ItemStore, python_rules: list[PythonRule] | None = None,
+                 stub_subject: Callable[[str], str] | None = None) -> None:
         self.items = items
         self.python_rules = list(python_rules or [])
+        # subject -> the salted stub subject a purge gives it (erase.Salt.stub_subject)
+        self.stub_subject = stub_subject
         self.stats = Stats()
         self._load()
 
@@ -107,6 +115,11 @@ class Projector:
         self._rule_cache: dict[str, list[Rule]] = {}
         raw = self.items.get_meta("llm_open")
         self.llm_open: dict[str, dict] = msgspec.json.decode(raw) if raw else {}
+        raw = self.items.get_meta("forgotten")
+        self.forgotten: dict[str, int] = msgspec.json.decode(raw) if raw else {}   # subject -> tombstone seq
+        raw = self.items.get_meta("purged")
+        self.purged: set[str] = set(msgspec.json.decode(raw)) if raw else set()     # stub subjects of purges
+        self._purged_seen: dict[str, bool] = {}
 
     @staticmethod
     def _config_of(p: Policy) -> Config:
@@ -207,6 +220,16 @@ class Projector:
                 rules = self._rules_for(t)
                 system = t.startswith(SYSTEM_PREFIX)
                 pos = row["seq"] if at is None else at
+                subj = row["subject"]
+                if t == FORGET_TYPE:
+                    if at is None:
+                        self._forget(row, wb, closed)
+                        self.seq = row["seq"]
+                    continue
+                if subj in self.forgotten or subj.startswith(PURGED_PREFIX) or (self.purged and self._was_purged(subj)):
+                    if at is None:  # a forgotten subject, or a purge's stub: nothing to project
+                        self.seq = row["seq"]
+                    continue
                 if t == LLM_TYPE:
                     self._llm_output(row, pos, wb, opened, closed)
                 if system and at is None:
@@ -245,6 +268,31 @@ class Projector:
             self._rule_cache = {}
             if rules_fingerprint(cfg, self.python_rules) != old_rules and read_prefix is not None and row["seq"] > 1:
                 self._reproject(row["seq"], wb, opened, closed, read_prefix)
+
+    def _forget(self, row: dict, wb: WriteBatch, closed) -> None:
+        """A tombstone: the subject's current items close here; later events about it are skipped."""
+        subject = row["subject"]
+        if subject.startswith(PURGED_PREFIX):  # a purged subject's tombstone: later events stay out
+            if subject not in self.purged:
+                self.purged.add(subject)
+                self._purged_seen.clear()
+                wb.meta["purged"] = msgspec.json.encode(sorted(self.purged)).decode()
+            return
+        if subject in self.forgotten:
+            return
+        self.forgotten[subject] = row["seq"]
+        for key in sorted(k for k, v in self.current.items() if v.subject == subject):
+            self._close(self.current.pop(key), row["seq"], wb, closed)
+        wb.meta["forgotten"] = msgspec.json.encode(self.forgotten).decode()
+
+    def _was_purged(self, subject: str) -> bool:
+        hit = self._purged_seen.get(subject)
+        if hit is None:
+            hit = self.stub_subject is not None and self.stub_subject(subject) in self.purged
+            if len(self._purged_seen) > 100_000:
+                self._purged_seen.clear()
+            self._purged_seen[subject] = hit
+        return hit
 
     def _reproject(self, at: int, wb: WriteBatch, opened, closed, read_prefix) -> None:
         """New rules at position `at`: close every current version there and project events
@@ -311,6 +359,8 @@ class Projector:
 
     def _upsert(self, key, text, subject, kind, priority, pinned, tags, ttl_us, row, pos, rule, wb,
                 opened, closed, *, time_us=None, lineage=None) -> ItemVersion | None:
+        if subject in self.forgotten or (self.purged and self._was_purged(subject)):
+            return None  # a rule naming a forgotten subject from another subject's event
         t = row["time_ts"] if time_us is None else time_us
         text, red = redact(text)  # secrets never enter an item (nor its embedding, index, snapshots)
         meta = None if not red else msgspec.json.encode(

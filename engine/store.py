@@ -18,18 +18,19 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .codec import build_batch, envelopes_from_objects
-from .config import Config
+from .config import KINDS, Config
 from .config import load_file as load_config
-from .errors import BadInput, ConfigError, CorruptionError, CtxdbError, ReadOnlyError
+from .errors import AccessDenied, BadInput, ConfigError, CorruptionError, CtxdbError, ReadOnlyError
 from .events import Event
 from .ingest import Ingest, IngestReport, Progress
 from .items import ItemStore
 from .live import Subscription, Views
 from .log import BaseLog, Transaction
 from .log_disk import DEFAULT_SEGMENT_EVENTS, DiskLog, Recovery
-from .projector import DECISION_TYPE, POLICY_TYPE, PythonRule, Projector, rules_fingerprint
+from .projector import DECISION_TYPE, FORGET_TYPE, POLICY_TYPE, PythonRule, Projector, rules_fingerprint
 from .snapshot import ITEMS_FILE, Manifest, Snapshots
 from .view import View
 from .embed import Embedder, get_embedder
@@ -145,25 +146,48 @@ class Store:
 
     def view(self, agent: str, *, as_of: datetime | str | None = None, seq: int | None = None,
              budget: int | None = None, explain: bool = False, valid_at: datetime | str | None = None,
-             query: str | None = None) -> View:
+             query: str | None = None, auditor: str | None = None) -> View:
         """The context view of `agent`: current (materialized), at a log position (`seq`), as the
         log stood at a time (`as_of`: datetime, RFC 3339 or '2h ago'), or what was true at a
         time as known now (`valid_at`). A past view equals the one served live then, byte for
         byte. With `query`, relevance to it joins priority and recency in the score (the same
-        position and query give the same bytes later). Raises AccessDenied for an agent without
-        a policy."""
+        position and query give the same bytes later).
+
+        Access: the agent's own read runs under the policy in force at the position, narrowed by
+        the grants it holds now and with every forgotten subject left out. `auditor` names a
+        principal with role "auditor" in the current config: it reads the view exactly as it
+        was, tombstoned data included. Raises AccessDenied for an agent without a policy (then or
+        now) or an auditor without the role."""
         return self._views().view(agent, as_of=as_of, seq=seq, budget=budget, explain=explain, valid_at=valid_at,
-                                  query=query)
+                                  query=query, auditor=auditor)
 
     def search(self, agent: str, query: str, *, k: int = 10, as_of: datetime | str | None = None,
-               seq: int | None = None) -> "list[Hit]":
+               seq: int | None = None, auditor: str | None = None) -> "list[Hit]":
         """The `k` items most relevant to `query` (vector similarity fused with BM25) among the
-        items `agent` may see at the position (default: now); identical texts count once."""
-        return self._views().search(agent, query, k=k, as_of=as_of, seq=seq)
+        items `agent` may see at the position (default: now); identical texts count once.
+        Access as for view()."""
+        return self._views().search(agent, query, k=k, as_of=as_of, seq=seq, auditor=auditor)
+
+    def forget(self, subject: str, *, reason: str | None = None) -> int:
+        """Tombstone `subject`: from the returned position on, its items are out of every view
+        and search (live and as of later positions), and later events about it are not
+        projected. Agents never read it again at any position; an auditor still reads views as
+        they were before the tombstone. The events stay in the log: purge() erases them."""
+        _check_subject(subject)
+        data: dict[str, Any] = {}
+        if reason is not None:
+            data["reason"] = str(reason)
+        return self.append([{"id": "forget-" + uuid.uuid4().hex, "source": "ctxdb", "type": FORGET_TYPE,
+                             "subject": subject, "time": _now_iso(), "data": data}])[0]
+
+    def forgotten(self) -> dict[str, int]:
+        """Tombstoned subjects (not yet purged) and the seq of each tombstone."""
+        return dict(self._views().projector.forgotten)
 
     def subscribe(self, agent: str) -> Subscription:
         """Updates of `agent`'s view as it changes (sync or async iterator of ViewUpdate); the
-        first update is the current view."""
+        first update is the current view. Each update is assembled under the policy in force at
+        its position; if a policy change removes the agent, iteration raises AccessDenied."""
         return self._views().subscribe(agent)
 
     def record_decision(self, agent: str, view: View, *, output: Any = None, meta: Any = None) -> str:
@@ -221,14 +245,46 @@ class Store:
     # ---- reading -------------------------------------------------------------------------
     def read(self, *, from_seq: int | None = None, to_seq: int | None = None,
              as_of: datetime | str | None = None, subject: str | None = None,
-             type: str | None = None) -> Iterator[Event]:
+             type: str | None = None, agent: str | None = None) -> Iterator[Event]:
         """Events in seq order, streamed lazily. `as_of` (a datetime, RFC 3339 or '2h ago') keeps
-        what the log had recorded by then; `subject`/`type` match exactly or as globs."""
-        return self.log.read(from_seq=from_seq, to_seq=to_seq, as_of=as_of, subject=subject, type=type)
+        what the log had recorded by then; `subject`/`type` match exactly or as globs.
 
-    def read_batches(self, **kw: Any) -> Iterator[pa.RecordBatch]:
+        `agent`: a read made on behalf of an agent: only events about subjects its current policy
+        grants, never a forgotten subject's. Asking for an exact subject it may not read raises
+        AccessDenied (a glob is narrowed instead)."""
+        if agent is None:
+            return self.log.read(from_seq=from_seq, to_seq=to_seq, as_of=as_of, subject=subject, type=type)
+        from .log import events_from_batch
+
+        return (ev for b in self.read_batches(from_seq=from_seq, to_seq=to_seq, as_of=as_of, subject=subject,
+                                              type=type, agent=agent) for ev in events_from_batch(b))
+
+    def read_batches(self, *, agent: str | None = None, **kw: Any) -> Iterator[pa.RecordBatch]:
         """Like read(), as Arrow record batches (for bulk consumers)."""
-        return self.log.read_batches(**kw)
+        if agent is None:
+            return self.log.read_batches(**kw)
+        from .access import event_policy, may_read_subject_glob, subject_mask
+
+        views = self._views()
+        views.catch_up()  # the grants and tombstones in force now
+        pol = event_policy(views.projector.config, agent, views.projector.forgotten)
+        subj = kw.get("subject")
+        if subj is not None and not may_read_subject_glob(pol, subj):
+            raise AccessDenied(f"agent {agent!r} may not read events about {subj!r} (its policy grants "
+                               f"{', '.join(pol.subjects)})")
+        # Raw events carry no tags or kinds: an event is hidden when any item it produced is one
+        # the policy denies (deny_tags / allow_tags / kinds), so the log never leaks what views hide.
+        hidden = None
+        if pol.deny_tags or pol.allow_tags is not None or set(pol.kinds) != set(KINDS):
+            views.persist()
+            hidden = pa.array(views.items.lineage_denied(pol.kinds, pol.deny_tags, pol.allow_tags), pa.int64())
+
+        def keep(b: pa.RecordBatch) -> pa.RecordBatch:
+            mask = subject_mask(b.column("subject"), pol)
+            if hidden is not None and len(hidden):
+                mask = pc.and_(mask, pc.invert(pc.is_in(b.column("seq"), hidden)))
+            return b.filter(mask)
+        return (f for f in (keep(b) for b in self.log.read_batches(**kw)) if f.num_rows)
 
     def seq_at(self, as_of: datetime | str) -> int:
         return self.log.seq_at(as_of)
@@ -495,6 +551,18 @@ def open_memory(clock: Callable[[], int] | None = None, *, config: str | os.Path
     from .log import MemoryLog
 
     return Store(MemoryLog(clock), config=config, embedder=embedder)
+
+
+def _check_subject(subject: str) -> None:
+    if not isinstance(subject, str) or not subject.strip():
+        raise BadInput(f"expected a subject such as \"user:42\", got {subject!r}", field="subject",
+                       expected="a non-empty subject string")
+    if "*" in subject or "?" in subject:
+        raise BadInput(f"{subject!r} is a glob: forget and purge name one subject exactly", field="subject",
+                       expected="an exact subject such as \"user:42\"")
+    if subject.startswith(("ctxdb:", "agent:", "purged:")):
+        raise BadInput(f"{subject!r} is a system subject", field="subject",
+                       expected="a data subject such as \"user:42\"")
 
 
 def _now_iso() -> str:

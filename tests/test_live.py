@@ -54,6 +54,9 @@ budget = 500
 subjects = ["ops:*"]
 budget = 500
 
+[agents.audit]
+role = "auditor"
+
 [view]
 tokenizer = "whitespace"
 """
@@ -442,11 +445,17 @@ def test_cli_view_explain_and_errors(cli_store, tmp_path):
     assert "ops thing" in out
     rows = {ln.split()[-1]: ln for ln in out.splitlines() if ln.startswith(("included", "denied"))}
     assert rows["fact:o"].startswith("included")
-    assert rows["fact:a"].startswith("denied by policy")
+    assert "fact:a" not in rows  # an agent's explain never names what it may not read
     r = cli("view", "--agent", "ops", "--db", str(path), "--explain", "--json", cwd=tmp_path)
+    d = json.loads(r.stdout)
+    assert {e["key"]: e["status"] for e in d["explain"]} == {"fact:o": "included"}
+    r = cli("view", "--agent", "ops", "--db", str(path), "--explain", "--json", "--auditor", "audit", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert {e["key"]: e["status"] for e in d["explain"]} == {
         "fact:o": "included", "fact:a": "denied by policy", "fact:b": "denied by policy", "fact:c": "denied by policy"}
+    r = cli("view", "--agent", "ops", "--db", str(path), "--auditor", "ops", cwd=tmp_path)
+    assert r.returncode == 77 and b"auditor" in r.stderr
 
     r = cli("view", "--agent", "mallory", "--db", str(path), cwd=tmp_path)
     assert r.returncode == 77 and b"mallory" in r.stderr and b"Traceback" not in r.stderr

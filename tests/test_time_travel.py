@@ -91,7 +91,8 @@ CFG_B = (CFG_A.replace('on = "order.*"', 'on = "order.paid"')
          .replace('text = "Order {data.oid} is {data.status} ({type})"', 'text = "ORDER {data.oid}: {data.status}"')
          .replace("every = 3", "every = 2")
          .replace("budget = 70", "budget = 90")
-         .replace('[agents.gone]\nsubjects = ["user:1"]\nbudget = 50\n', '[agents.new]\nsubjects = ["order:*"]\n')
+         .replace('[agents.gone]\nsubjects = ["user:1"]\nbudget = 50\n',
+                  '[agents.new]\nsubjects = ["order:*"]\n[agents.audit]\nrole = "auditor"\n')
          .replace('tokenizer = "whitespace"', 'tokenizer = "minilm"'))
 assert CFG_B.count("order.paid") == 1 and "[agents.new]" in CFG_B and "minilm" in CFG_B
 
@@ -445,19 +446,23 @@ def test_policy_change_keeps_the_old_policy_for_earlier_positions(tmp_path):
         # the shipped order is not projected by the new rules, at and after the change
         assert not any("order" in i.key for i in db.view("all").items)
         for a, v in old.items():
-            w = db.view(a, seq=s1)
-            assert (w.text, w.hash, w.policy_version, w.budget, w.tokenizer) == \
-                   (v.text, v.hash, 1, v.budget, "whitespace")
+            for w in ([db.view(a, seq=s1, auditor="audit")] + ([db.view(a, seq=s1)] if a != "gone" else [])):
+                assert (w.text, w.hash, w.policy_version, w.budget, w.tokenizer) == \
+                       (v.text, v.hash, 1, v.budget, "whitespace")
         with pytest.raises(ctxdb.AccessDenied):
             db.view("gone")                                   # removed by the new policy
+        with pytest.raises(ctxdb.AccessDenied, match="revoked"):
+            db.view("gone", seq=s1)                           # ... and so are its past views
         with pytest.raises(ctxdb.AccessDenied):
             db.view("new", seq=s1)                            # did not exist then
+        with pytest.raises(ctxdb.AccessDenied, match="auditor"):
+            db.view("gone", seq=s1, auditor="bot")            # bot is no auditor
         assert db.view("new").policy_version == 2
-        assert db.view("gone", seq=change - 1).text == old["gone"].text
+        assert db.view("gone", seq=change - 1, auditor="audit").text == old["gone"].text
         rep = db.rebuild()
         assert rep["identical"]
         for a, v in old.items():
-            assert db.view(a, seq=s1).hash == v.hash
+            assert db.view(a, seq=s1, auditor="audit").hash == v.hash
         assert db.view("bot").hash == cur.hash
     finally:
         db.close()

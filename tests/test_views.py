@@ -213,6 +213,9 @@ allow_tags = ["public", "internal"]
 pinned = ["fact:keep*"]
 budget = 1000
 
+[agents.audit]
+role = "auditor"
+
 [view]
 tokenizer = "whitespace"
 """
@@ -317,11 +320,15 @@ def test_explain_statuses_and_policy_filters(ws):
     ])
     assert ws.wait(timeout=30)
     v = ws.view("bot", explain=True)
-    assert explain_map(v) == {
+    seen_by_bot = {
         "fact:ok": "included", "pin:oldpin": "included", "axiom:oldax": "included", "temp:t2": "included",
-        "fact:pii": "denied by policy", "fact:other": "denied by policy",
         "fact:old": "outside history", "temp:t1": "expired",
     }
+    # an agent's explain never names what it may not read; an auditor's shows the denials too
+    assert explain_map(v) == seen_by_bot
+    va = ws.view("bot", explain=True, auditor="audit")
+    assert explain_map(va) == {**seen_by_bot, "fact:pii": "denied by policy", "fact:other": "denied by policy"}
+    assert va.text == v.text and va.hash == v.hash
     for text in ["visible fact", "pinned persona from last week", "axiom from last year", "fresh temp"]:
         assert line_in(v, text)
     for text in ["secret fact", "fact about other subject", "fact from last week", "expired temp"]:
@@ -334,7 +341,8 @@ def test_explain_statuses_and_policy_filters(ws):
     fo = ws.view("facts_only")
     assert {i.kind for i in fo.items} == {"fact"} and "fact:pii" in {i.key for i in fo.items}
     tg = ws.view("tagged", explain=True)
-    assert explain_map(tg)["fact:pii"] == "denied by policy"
+    assert "fact:pii" not in explain_map(tg)
+    assert explain_map(ws.view("tagged", explain=True, auditor="audit"))["fact:pii"] == "denied by policy"
     assert explain_map(tg)["fact:ok"] == "included" and explain_map(tg)["pin:oldpin"] == "included"
 
 
