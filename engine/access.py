@@ -33,7 +33,21 @@ def _no_policy(cfg: Config, agent: str, seq: int) -> AccessDenied:
                         "add [agents.<name>] to ctxdb.toml")
 
 
-def check_auditor(cfg_now: Config, auditor: str) -> AgentPolicy:
+class _System:
+    """ctxdb's own audit and replay: reads history as an auditor would, without a config entry."""
+
+    def __repr__(self) -> str:
+        return "<ctxdb system auditor>"
+
+
+SYSTEM_AUDITOR: "str" = _System()  # type: ignore[assignment]  # an object, so no name can forge it
+
+
+def check_auditor(cfg_now: Config, auditor: str) -> AgentPolicy | None:
+    if auditor is SYSTEM_AUDITOR:
+        return None
+    if not isinstance(auditor, str):
+        raise AccessDenied(f"auditor must be a principal's name, got {auditor!r}")
     pol = cfg_now.agent(auditor)
     if pol is None or pol.role != "auditor":
         why = "has no policy" if pol is None else f"has role {pol.role!r}"

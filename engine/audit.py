@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
 
+from .access import SYSTEM_AUDITOR
 from .errors import BadInput, CtxdbError
 from .items import ItemStore
 from .projector import DECISION_TYPE, Projector
@@ -39,13 +40,15 @@ class LineageEvent(msgspec.Struct, frozen=True):
 
 
 class AuditItem(msgspec.Struct, frozen=True):
-    key: str
+    key: str                         # a purged item: "purged:<key hash>"
     kind: str
     status: str                      # "ok" | "changed" (hash differs) | "missing" (not in the rebuilt view)
+                                     # | "purged" (erased since; its kept hash enters the view hash)
     recorded_hash: str
     hash: str | None
     text: str | None
     lineage: tuple[LineageEvent, ...] = ()
+    note: str | None = None          # e.g. "purged at seq 812"
 
 
 class AuditReport(msgspec.Struct, frozen=True):
@@ -74,18 +77,23 @@ def _receipt(store: "Store", decision_id: str):
 
 
 def check_receipt(views: "Views", ev, *, lineage: Callable[[tuple[int, ...]], tuple] | None = None) -> AuditReport:
-    """Assemble the receipt's view again from `views` and compare it."""
+    """Assemble the receipt's view again from `views` (as an auditor: exactly as it was) and
+    compare it. A receipt that lists purged items is checked without their text: see
+    _check_purged."""
     try:
         d = ev.json()
         agent, vseq, vhash = str(d["agent"]), int(d["view_seq"]), str(d["view_hash"])
-        recorded = [(str(i["key"]), str(i["hash"])) for i in d.get("items", [])]
+        entries = list(d.get("items", []))
+        if any("key_hash" in i for i in entries):
+            return _check_purged(views, ev, d, lineage)
+        recorded = [(str(i["key"]), str(i["hash"])) for i in entries]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return AuditReport(ev.id, ev.seq, "?", 0, None, None, "", None, False,
                            (f"unreadable receipt: {exc}",), (), None)
     query, budget = d.get("query"), d.get("budget")
     reasons: list[str] = []
     try:
-        v = views.view(agent, seq=vseq, query=query, budget=budget)
+        v = views.view(agent, seq=vseq, query=query, budget=budget, auditor=SYSTEM_AUDITOR)
     except CtxdbError as exc:
         return AuditReport(ev.id, ev.seq, agent, vseq, None, query, vhash, None, False,
                            (f"cannot assemble the view: {exc}",), (), None, d.get("output"), d.get("meta"))
@@ -106,6 +114,62 @@ def check_receipt(views: "Views", ev, *, lineage: Callable[[tuple[int, ...]], tu
         reasons.append(f"items not in the receipt: {', '.join(extra[:5])}")
     return AuditReport(ev.id, ev.seq, agent, vseq, v.as_of.isoformat().replace("+00:00", "Z"), query, vhash, v.hash,
                        not reasons, tuple(reasons), tuple(items), v.text, d.get("output"), d.get("meta"))
+
+
+def _check_purged(views: "Views", ev, d: dict, lineage) -> AuditReport:
+    """A receipt whose view held items purged since: their text is gone, so the view cannot be
+    assembled again. What is checked instead:
+      1. the view hash, recomputed from the receipt's header fields and the (kind, hash) of every
+         item it lists (purged ones included: their hashes are kept), equals the recorded hash;
+      2. every item not purged is, at the view's seq, the version the log derives (same hash);
+      3. every purged item points at a purge receipt (ctxdb.purge) in the log."""
+    from .projector import PURGE_TYPE
+    from .view import RENDERER_VERSION, item_hash, view_header, view_hash
+
+    agent, vseq, vhash = str(d["agent"]), int(d["view_seq"]), str(d["view_hash"])
+    query = d.get("query")
+    reasons: list[str] = []
+    cfg, _ = views.projector.policy_at(vseq)
+    policy_hash = str(d.get("policy_hash") or cfg.hash)
+    tok = str(d.get("tokenizer") or views.tokenizer(cfg).name)
+    header = view_header(agent, vseq, views.log.recorded_at_of(vseq), d.get("valid_at"))
+    entries = list(d["items"])
+    views.persist()
+    wanted = {str(i["key"]) for i in entries if "key" in i}
+    at = {v.key: v for v in views.items.versions_at(vseq) if v.key in wanted}
+    items, parts = [], []
+    purges: dict[int, bool] = {}
+    for it in entries:
+        h = str(it["hash"])
+        if "key_hash" in it:
+            kind, p = str(it.get("kind", "?")), int(it.get("purged_at", 0))
+            if p not in purges:
+                purges[p] = any(e.type == PURGE_TYPE for e in views.log.read(from_seq=p, to_seq=p)) if p > 0 else False
+            if not purges[p]:
+                reasons.append(f"purged item {it['key_hash'][:16]}: no purge receipt at seq {p}")
+            parts.append((kind, h))
+            items.append(AuditItem(key="purged:" + str(it["key_hash"]), kind=kind, status="purged", recorded_hash=h,
+                                   hash=None, text=None, note=f"purged at seq {p}"))
+            continue
+        key = str(it["key"])
+        v = at.get(key)
+        got = None if v is None else item_hash(v)
+        status = "missing" if v is None else "ok" if got == h else "changed"
+        if status != "ok":
+            reasons.append(f"item {key}: {status}")
+        kind = str(it.get("kind") or (v.kind if v is not None else "?"))
+        parts.append((kind, h))
+        items.append(AuditItem(key=key, kind=kind, status=status, recorded_hash=h, hash=got,
+                               text=None if v is None else v.text,
+                               lineage=lineage(v.lineage_seqs) if (v is not None and lineage) else ()))
+    composed = view_hash(policy_hash, tok, header, parts, query, renderer=str(d.get("renderer") or RENDERER_VERSION))
+    if composed != vhash:
+        reasons.append(f"the hash composed from the receipt's items is {composed}, the receipt says {vhash}")
+    as_of = views.log.recorded_at_of(vseq)
+    from .events import utc_from_micros
+
+    return AuditReport(ev.id, ev.seq, agent, vseq, utc_from_micros(as_of).isoformat().replace("+00:00", "Z"), query,
+                       vhash, composed, not reasons, tuple(reasons), tuple(items), None, d.get("output"), d.get("meta"))
 
 
 def audit(store: "Store", decision_id: str) -> AuditReport:

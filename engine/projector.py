@@ -245,7 +245,9 @@ class Projector:
         if row["type"] == DECISION_TYPE:
             try:
                 data = msgspec.json.decode(row["data"])
-                keys = [it["key"] if isinstance(it, dict) else str(it) for it in data.get("items", [])]
+                # a purged item is listed by key hash only: it reinforces nothing
+                keys = [it["key"] if isinstance(it, dict) else str(it) for it in data.get("items", [])
+                        if not isinstance(it, dict) or "key" in it]
                 agent = str(data.get("agent", ""))
             except (msgspec.DecodeError, AttributeError, KeyError, TypeError):
                 return

@@ -195,7 +195,10 @@ class Store:
         items it lists are reinforced from its position on. Returns the decision id."""
         did = "d-" + uuid.uuid4().hex
         data = {"agent": agent, "view_seq": view.seq, "view_hash": view.hash, "policy_version": view.policy_version,
-                "budget": view.budget, "items": [{"key": i.key, "hash": i.hash} for i in view.items]}
+                "policy_hash": view.policy_hash, "tokenizer": view.tokenizer, "renderer": view.renderer,
+                "budget": view.budget, "items": [{"key": i.key, "kind": i.kind, "hash": i.hash} for i in view.items]}
+        if view.valid_at is not None:
+            data["valid_at"] = view.valid_at
         if view.query is not None:
             data["query"] = view.query
         if output is not None:

@@ -33,7 +33,7 @@ from .events import utc_from_micros
 from .items import ItemVersion
 from .tokenizer import Tokenizer
 
-RENDERER_VERSION = "ctxdb-render/2"   # 2: identical texts collapse into one item
+RENDERER_VERSION = "ctxdb-render/3"   # 2: identical texts collapse into one item; 3: composed hash
 SECTIONS = (("axiom", "Axioms"), ("persona", "Persona"), ("fact", "Facts"), ("summary", "Summaries"),
             ("event", "Events"))
 CHRONOLOGICAL = {"event", "summary"}
@@ -126,6 +126,27 @@ def item_hash(v: ItemVersion) -> str:
         h.update(part.encode())
         h.update(b"\x00")
     return h.hexdigest()
+
+
+def view_hash(policy_hash: str, tokenizer: str, header: str, items: "Iterable[tuple[str, str]]",
+              query: str | None = None, renderer: str = RENDERER_VERSION) -> str:
+    """A view's hash, composed from its header and the (kind, item hash) of every item in
+    rendered order. The rendered text is a function of exactly these (item hashes cover key,
+    kind, subject, text and tags), so the hash covers the content; and a receipt that keeps the
+    item hashes still verifies after an item's text is purged."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (renderer, policy_hash, tokenizer, header):
+        h.update(part.encode())
+        h.update(b"\x00")
+    for kind, ih in items:
+        h.update(f"{kind}\x1f{ih}\x00".encode())
+    if query is not None:
+        h.update(b"\x01" + query.encode())
+    return "v-" + h.hexdigest()
+
+
+def view_header(agent: str, seq: int, now_us: int, valid_at: str | None = None) -> str:
+    return _header(agent, seq, now_us, valid_at)
 
 
 def render_line(text: str) -> str:
@@ -371,12 +392,9 @@ def assemble(
             notes.append(Explained(s[0].key, s[0].kind, "evicted by budget", s[2], s[0].priority, s[3], s[4], s[1],
                                    None if s[7] is None else round(s[7][0], 9)))
         notes.sort(key=lambda e: (_STATUS_ORDER[e.status], -(e.score or 0.0), e.key))
-    h = hashlib.blake2b(digest_size=16)
-    for part in (RENDERER_VERSION, policy_hash, tokenizer.name, text) + (() if query is None else (query,)):
-        h.update(part.encode())
-        h.update(b"\x00")
+    vhash = view_hash(policy_hash, tokenizer.name, header, [(i.kind, i.hash) for i in items], query)
     return View(agent=policy.name, seq=seq, as_of=utc_from_micros(now_us), text=text, tokens=exact,
-                budget=budget, hash="v-" + h.hexdigest(), items=items, tokenizer=tokenizer.name,
+                budget=budget, hash=vhash, items=items, tokenizer=tokenizer.name,
                 policy_version=policy_version, policy_hash=policy_hash, query=query, valid_at=valid_at,
                 explain=tuple(notes))
 
