@@ -24,6 +24,7 @@ from .errors import BadInput, CtxdbError
 from .items import ItemStore
 from .projector import DECISION_TYPE, Projector
 from .rebuild import replay_into
+from .erase import purged_stubs
 
 if TYPE_CHECKING:
     from .live import Views
@@ -211,8 +212,8 @@ def replay_verify(store: "Store", progress: Callable[[int, int], None] | None = 
     live.persist()
     end = live.projector.seq
     scratch = ItemStore(None)
-    proj = Projector(scratch, store._python_rules)
     log = store.log
+    proj = Projector(scratch, store._python_rules, stub_subject=store._salt.stub_subject, purged=purged_stubs(log))
 
     replay_into(proj, log, end, progress)
     views = Views(log, scratch, proj, live=False, semantic=live.semantic)

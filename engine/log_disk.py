@@ -24,11 +24,11 @@ import numpy as np
 import pyarrow as pa
 
 from .codec import Batch
-from .errors import CorruptionError, CtxdbError
+from .errors import CorruptionError, CtxdbError, ReadOnlyError
 from .keyindex import KeyIndex, fingerprints
 from .lockfile import WriterLock
 from .log import BaseLog, Chunk, with_positions
-from .segment import Manifest, SegmentInfo, load_keys, open_segment, write_segment
+from .segment import Manifest, SegmentInfo, load_keys, open_segment, read_segment, write_segment
 from .wal import (COMMIT, HEADER_SIZE, RAW, Frame, WalWriter, decode_payload, encode_frame, encode_payload, frame_header, ipc_stream,
                   fsync_dir, read_frame_batch, scan, verify_frames)
 
@@ -355,6 +355,54 @@ class DiskLog(BaseLog):
             self._cached_bytes = sum(f.raw_length for f, cached in carried if cached is not None)
             return new
 
+    def rewrite_segments(self, find: Callable[[pa.Table], bool], columns: list[str],
+                         transform: Callable[[pa.Table], pa.Table],
+                         progress: Callable[[str], None] | None = None) -> tuple[list[SegmentInfo], list[SegmentInfo]]:
+        """Rewrite the sealed segments a purge touches, atomically for the whole log.
+
+        Everything committed is sealed first (so the WAL holds nothing to rewrite). `find(t)`
+        sees `columns` of a segment and says whether it is affected; `transform(t)` gets the
+        whole segment and returns it rewritten (same rows, seqs and recorded_at). The new
+        segments get new names; the manifest naming them is the commit point; then the old files
+        are deleted. A crash before the manifest leaves the old log (the new files are removed
+        as leftovers on open); after it, the old files are. The idempotency keys are kept.
+        Returns (old, new) manifest entries of the rewritten segments."""
+        with self._lock:
+            if self.readonly:
+                raise ReadOnlyError("rewrite the log")
+            self.seal(force=True)
+            segs = list(self.manifest.segments)
+            hit = [i for i, sg in enumerate(segs) if find(read_segment(self.logdir, sg, columns=columns))]
+            if progress is not None:
+                progress(f"{len(hit)} of {len(segs)} segment(s) to rewrite")
+            if not hit:
+                return [], []
+
+            def one(i: int) -> SegmentInfo:
+                sg = segs[i]
+                table = transform(read_segment(self.logdir, sg))
+                m = re.search(r"-p(\d+)\.parquet$", sg.file)
+                gen = (int(m.group(1)) if m else 0) + 1
+                return write_segment(self.logdir, table, _json_len(table), load_keys(self.logdir, sg), gen=gen)
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                new = list(pool.map(one, hit))
+            out = list(segs)
+            for i, sg in zip(hit, new):
+                out[i] = sg
+            manifest = Manifest(out, self.manifest.format)
+            manifest.save(self.logdir)  # the commit point of the rewrite
+            self.manifest = manifest
+            old = [segs[i] for i in hit]
+            for sg in old:
+                for name in (sg.file, sg.keys_file):
+                    (self.logdir / name).unlink(missing_ok=True)
+            fsync_dir(self.logdir)
+            with self._pub_lock:
+                self._chunks = [SegmentChunk(self.logdir, sg) for sg in manifest.segments] + \
+                               [c for c in self._chunks if isinstance(c, FrameChunk)]
+            return old, new
+
     def _write_carry_over(self, path: Path, chunks: list[FrameChunk], boundary: int
                           ) -> list[tuple[Frame, pa.RecordBatch | None]]:
         """Write the committed frames from seq `boundary` on into a new WAL (fsync'd): the part of
@@ -494,6 +542,17 @@ class DiskLog(BaseLog):
 
 
 _BATCH_NAMES = ["id", "source", "type", "subject", "time", "time_ts", "data", "meta", "ext"]
+
+
+def _json_len(table: pa.Table) -> int:
+    import pyarrow.compute as pc
+
+    total = 0
+    for c in ("data", "meta", "ext"):
+        col = table.column(c)
+        n = pc.sum(pc.binary_length(col)).as_py()
+        total += int(n or 0)
+    return total
 
 
 def _json_share(chunks: list[FrameChunk], lo: int, hi: int) -> int:

@@ -45,6 +45,7 @@ POLICY_TYPE = "ctxdb.policy"
 DECISION_TYPE = "ctxdb.decision"
 LLM_TYPE = "ctxdb.llm.output"
 FORGET_TYPE = "ctxdb.forget"
+HOLD_TYPE = "ctxdb.hold"         # data {"release": false|true}: a legal hold on its subject
 PURGE_TYPE = "ctxdb.purge"
 PURGED_PREFIX = "purged:"        # subjects (and ids) of the content-free stubs a purge leaves
 PROJECT_COLUMNS = ["seq", "recorded_at", "id", "source", "type", "subject", "time", "time_ts", "data", "meta"]
@@ -90,13 +91,15 @@ class Projector:
     """Owns the projected state (current items, summaries, reinforcement) of one item store."""
 
     def __init__(self, items: ItemStore, python_rules: list[PythonRule] | None = None,
-                 stub_subject: Callable[[str], str] | None = None) -> None:
+                 stub_subject: Callable[[str], str] | None = None, purged: set[str] | None = None) -> None:
         self.items = items
         self.python_rules = list(python_rules or [])
         # subject -> the salted stub subject a purge gives it (erase.Salt.stub_subject)
         self.stub_subject = stub_subject
         self.stats = Stats()
         self._load()
+        if purged:  # a replay knows every purge of the log from the start (erase.purged_stubs)
+            self.purged |= set(purged)
 
     # ---- state ---------------------------------------------------------------------------
     def _load(self) -> None:
@@ -120,6 +123,8 @@ class Projector:
         raw = self.items.get_meta("purged")
         self.purged: set[str] = set(msgspec.json.decode(raw)) if raw else set()     # stub subjects of purges
         self._purged_seen: dict[str, bool] = {}
+        raw = self.items.get_meta("holds")
+        self.holds: dict[str, int] = msgspec.json.decode(raw) if raw else {}            # subject -> hold seq
 
     @staticmethod
     def _config_of(p: Policy) -> Config:
@@ -221,9 +226,12 @@ class Projector:
                 system = t.startswith(SYSTEM_PREFIX)
                 pos = row["seq"] if at is None else at
                 subj = row["subject"]
-                if t == FORGET_TYPE:
+                if t == FORGET_TYPE or t == HOLD_TYPE:
                     if at is None:
-                        self._forget(row, wb, closed)
+                        if t == FORGET_TYPE:
+                            self._forget(row, wb, closed)
+                        else:
+                            self._hold(row, wb)
                         self.seq = row["seq"]
                     continue
                 if subj in self.forgotten or subj.startswith(PURGED_PREFIX) or (self.purged and self._was_purged(subj)):
@@ -286,6 +294,17 @@ class Projector:
         for key in sorted(k for k, v in self.current.items() if v.subject == subject):
             self._close(self.current.pop(key), row["seq"], wb, closed)
         wb.meta["forgotten"] = msgspec.json.encode(self.forgotten).decode()
+
+    def _hold(self, row: dict, wb: WriteBatch) -> None:
+        try:
+            release = bool((msgspec.json.decode(row["data"]) or {}).get("release", False))
+        except (msgspec.DecodeError, AttributeError, TypeError):
+            return
+        if release:
+            self.holds.pop(row["subject"], None)
+        else:
+            self.holds.setdefault(row["subject"], row["seq"])
+        wb.meta["holds"] = msgspec.json.encode(self.holds).decode()
 
     def _was_purged(self, subject: str) -> bool:
         hit = self._purged_seen.get(subject)

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from .items import ItemStore
+from .erase import purged_stubs
 from .projector import PROJECT_COLUMNS, Projector
 from .snapshot import ITEMS_FILE, _fsync_dir
 
@@ -34,7 +35,7 @@ def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None]
     fresh = ItemStore(target)
     if target is not None:
         fresh.copy_token_counts_from(store.path / ITEMS_FILE)  # type: ignore[operator]
-    proj = Projector(fresh, store._python_rules)
+    proj = Projector(fresh, store._python_rules, stub_subject=store._salt.stub_subject, purged=purged_stubs(store.log))
 
     replay_into(proj, log, end, progress)
     seconds = time.perf_counter() - t0

@@ -42,12 +42,14 @@ STATISTICS_COLUMNS = ["seq", "recorded_at", "time_ts", "source", "type", "subjec
 FORMAT = 1
 
 
-def seg_name(first: int, last: int) -> str:
-    return f"seg-{first:020d}-{last:020d}.parquet"
+def seg_name(first: int, last: int, gen: int = 0) -> str:
+    """`gen` > 0: the segment as rewritten by a purge (a new name, so the old file stays intact
+    until the manifest naming the new one is durable)."""
+    return f"seg-{first:020d}-{last:020d}" + (f"-p{gen}" if gen else "") + ".parquet"
 
 
-def keys_name(first: int, last: int) -> str:
-    return f"keys-{first:020d}-{last:020d}.npy"
+def keys_name(first: int, last: int, gen: int = 0) -> str:
+    return f"keys-{first:020d}-{last:020d}" + (f"-p{gen}" if gen else "") + ".npy"
 
 
 @dataclass
@@ -137,7 +139,8 @@ def block_crcs(data: bytes | memoryview) -> list[int]:
     return [zlib.crc32(mv[i : i + BLOCK]) for i in range(0, len(mv), BLOCK)] or [0]
 
 
-def write_segment(logdir: Path, table: pa.Table, json_bytes: int, keys: np.ndarray | None = None) -> SegmentInfo:
+def write_segment(logdir: Path, table: pa.Table, json_bytes: int, keys: np.ndarray | None = None,
+                  gen: int = 0) -> SegmentInfo:
     """Write one sealed segment (and its key file) durably; returns its manifest entry."""
     first, last = int(table["seq"][0].as_py()), int(table["seq"][-1].as_py())
     sink = pa.BufferOutputStream()
@@ -146,11 +149,11 @@ def write_segment(logdir: Path, table: pa.Table, json_bytes: int, keys: np.ndarr
         write_page_checksum=True, use_dictionary=DICTIONARY_COLUMNS, write_statistics=STATISTICS_COLUMNS,
     )
     buf = sink.getvalue().to_pybytes()
-    name = seg_name(first, last)
+    name = seg_name(first, last, gen)
     write_atomic(logdir / name, buf)
     if keys is None:
         keys = _segment_keys(table)
-    kname = keys_name(first, last)
+    kname = keys_name(first, last, gen)
     kbytes = _npy_bytes(keys)
     write_atomic(logdir / kname, kbytes)
     rec = table["recorded_at"].cast(pa.int64())

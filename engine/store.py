@@ -30,7 +30,7 @@ from .items import ItemStore
 from .live import Subscription, Views
 from .log import BaseLog, Transaction
 from .log_disk import DEFAULT_SEGMENT_EVENTS, DiskLog, Recovery
-from .projector import DECISION_TYPE, FORGET_TYPE, POLICY_TYPE, PythonRule, Projector, rules_fingerprint
+from .projector import DECISION_TYPE, FORGET_TYPE, HOLD_TYPE, POLICY_TYPE, PythonRule, Projector, rules_fingerprint
 from .snapshot import ITEMS_FILE, Manifest, Snapshots
 from .view import View
 from .embed import Embedder, get_embedder
@@ -38,6 +38,8 @@ from .semantic import Hit, Semantic
 
 if TYPE_CHECKING:
     from .audit import AuditReport, ReplayReport
+    from .erase import PurgeReport
+    from .verify_purge import ScanReport
     from .etl import LLMWorker
 from .vectors import EmbeddingStore, stored_embedding_state
 
@@ -68,7 +70,10 @@ class Store:
         self._config_arg = config
         self._python_rules: list[PythonRule] = []
         self._engine: Views | None = None
-        self._engine_lock = threading.Lock()
+        self._engine_lock = threading.RLock()   # also held by a purge while files change
+        from .erase import Salt
+
+        self._salt = Salt(path)
         self._scratch: tempfile.TemporaryDirectory | None = None
         self._last_snapshot = 0
         self.restored_from: Manifest | None = None
@@ -179,6 +184,45 @@ class Store:
             data["reason"] = str(reason)
         return self.append([{"id": "forget-" + uuid.uuid4().hex, "source": "ctxdb", "type": FORGET_TYPE,
                              "subject": subject, "time": _now_iso(), "data": data}])[0]
+
+    def purge(self, subject: str, *, progress: Callable[[str], None] | None = None) -> "PurgeReport":
+        """Erase `subject`'s personal data from every file of the store (tombstoning it first if
+        needed): log segments keep content-free stubs, the item store is rewritten without it,
+        its embeddings and the vector index, snapshots and set-aside files go; a purge receipt
+        (counts and a salted subject hash) is appended. Crash-safe: an interrupted purge is
+        completed by the next open. Views that never held the subject keep their hashes;
+        receipts that listed its items still verify (by the kept item hashes). Raises
+        AccessDenied for a subject under legal hold."""
+        from .erase import purge
+
+        return purge(self, subject, progress)
+
+    def hold(self, subject: str, *, release: bool = False, reason: str | None = None) -> int:
+        """Put `subject` under legal hold (or release it): a held subject cannot be purged and
+        retention skips it. Returns the seq of the hold event."""
+        _check_subject(subject)
+        data: dict[str, Any] = {"release": bool(release)}
+        if reason is not None:
+            data["reason"] = str(reason)
+        seq = self.append([{"id": "hold-" + uuid.uuid4().hex, "source": "ctxdb", "type": HOLD_TYPE,
+                            "subject": subject, "time": _now_iso(), "data": data}])[0]
+        self.wait(seq)
+        return seq
+
+    def holds(self) -> dict[str, int]:
+        """Subjects under legal hold and the seq each hold began."""
+        views = self._views()
+        views.catch_up()
+        return dict(views.projector.holds)
+
+    def verify_purge(self, subject: str, markers: Iterable[str] = ()) -> "ScanReport":
+        """Scan every file of the store by its format for `subject` and `markers` (texts you
+        know were the subject's); `report.ok` is True when nothing is found."""
+        from .verify_purge import scan_store
+
+        if self.path is None:
+            raise BadInput("verify-purge scans files: it needs a store on disk", field="store")
+        return scan_store(self.path, [subject, *markers])
 
     def forgotten(self) -> dict[str, int]:
         """Tombstoned subjects (not yet purged) and the seq of each tombstone."""
@@ -390,7 +434,7 @@ class Store:
 
     def _build_engine(self, cfg: "Config | None") -> Views:
         items = self._open_items()
-        projector = Projector(items, self._python_rules)
+        projector = Projector(items, self._python_rules, stub_subject=self._salt.stub_subject)
         self._last_snapshot = projector.seq
         return Views(self.log, items, projector, live=not self.readonly, on_projected=self._on_projected,
                      semantic=self._build_semantic(cfg or projector.config))
@@ -545,7 +589,18 @@ def open(
     if config is not None:
         load_config(config)  # a bad config fails at open, before anything is written
     log = DiskLog(p, readonly=readonly, segment_events=segment_events, clock=clock, sync=sync)
-    return Store(log, p, config=config, readonly=readonly, embedder=embedder)
+    store = Store(log, p, config=config, readonly=readonly, embedder=embedder)
+    if not readonly:
+        from .erase import resume
+
+        try:
+            rep = resume(store)  # a purge interrupted by a crash is completed before anything else
+        except BaseException:
+            store.close()
+            raise
+        if rep is not None:
+            log.recovery.messages.append(f"completed an interrupted purge (receipt at seq {rep.receipt_seq})")
+    return store
 
 
 def open_memory(clock: Callable[[], int] | None = None, *, config: str | os.PathLike | None = None,

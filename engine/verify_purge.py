@@ -46,6 +46,7 @@ import struct
 import tempfile
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -145,12 +146,13 @@ def _with_note(where: str, p: _Pattern) -> str:
 
 # ---- the collector ---------------------------------------------------------------------------
 class _Scan:
-    def __init__(self, root: Path, markers: list[str], cap: int) -> None:
-        self.root = root
+    """What one file's scan found (one per file, so files can be scanned in parallel)."""
+
+    def __init__(self, markers: list[str], patterns: list[_Pattern], cap: int) -> None:
         self.markers = markers
-        self.patterns = _patterns(markers)
+        self.patterns = patterns
         self.cap = cap
-        self.report = ScanReport(markers=list(markers))
+        self.report = ScanReport()
         self._listed: dict[tuple[str, str, str], int] = {}
 
     def hit(self, file: str, fmt: str, where: str, marker: str) -> bool:
@@ -421,26 +423,7 @@ def _scan_parquet(s: _Scan, rel: str, path: Path) -> None:
 
     pf = pq.ParquetFile(str(path), memory_map=True)
     md = pf.metadata
-    for k, v in (md.metadata or {}).items():
-        for part, label in ((k, "key"), (v, "value")):
-            text = part.decode("utf-8", "replace") if isinstance(part, bytes) else str(part)
-            s.search_text(text, rel, "parquet", f"key-value metadata {k.decode('utf-8', 'replace')!r} {label}")
-        if k == b"ARROW:schema":
-            try:
-                decoded = base64.b64decode(v)
-                s.search_bytes(decoded, rel, "parquet", lambda off: f"key-value metadata ARROW:schema byte {off}")
-            except (ValueError, TypeError):
-                pass
-    for g in range(md.num_row_groups):
-        rg = md.row_group(g)
-        for c in range(rg.num_columns):
-            col = rg.column(c)
-            st = col.statistics
-            if st is None or not st.has_min_max or col.physical_type not in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"):
-                continue
-            for label, v in (("min", st.min), ("max", st.max)):
-                text = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                s.search_text(text, rel, "parquet", f"row group {g} column {col.path_in_schema} statistics {label}")
+    # the rows first (the most telling locations fill the listed ones), then what the footer repeats
     row = 0
     for g in range(md.num_row_groups):
         n = md.row_group(g).num_rows
@@ -451,6 +434,26 @@ def _scan_parquet(s: _Scan, rel: str, path: Path) -> None:
         else:
             s.search_arrow(tbl, rel, "parquet", lambda col, r: f"row group {g} column {col} row {r}", row_base=row)
         row += n
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        for c in range(rg.num_columns):
+            col = rg.column(c)
+            st = col.statistics
+            if st is None or not st.has_min_max or col.physical_type not in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"):
+                continue
+            for label, v in (("min", st.min), ("max", st.max)):
+                text = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                s.search_text(text, rel, "parquet", f"row group {g} column {col.path_in_schema} statistics {label}")
+    for k, v in (md.metadata or {}).items():
+        for part, label in ((k, "key"), (v, "value")):
+            text = part.decode("utf-8", "replace") if isinstance(part, bytes) else str(part)
+            s.search_text(text, rel, "parquet", f"key-value metadata {k.decode('utf-8', 'replace')!r} {label}")
+        if k == b"ARROW:schema":
+            try:
+                decoded = base64.b64decode(v)
+                s.search_bytes(decoded, rel, "parquet", lambda off: f"key-value metadata ARROW:schema byte {off}")
+            except (ValueError, TypeError):
+                pass
 
 
 def _scan_arrow(s: _Scan, rel: str, path: Path) -> None:
@@ -468,13 +471,13 @@ def _scan_arrow(s: _Scan, rel: str, path: Path) -> None:
                 reader = ipc.open_stream(src)
                 schema = reader.schema
                 batches = iter(reader)
+            row = 0
+            for b in batches:
+                s.search_arrow(b, rel, "arrow", lambda col, r: f"column {col} row {r}", row_base=row)
+                row += b.num_rows
             for k, v in (schema.metadata or {}).items():
                 s.search_text(k.decode("utf-8", "replace") + "\n" + v.decode("utf-8", "replace"), rel, "arrow",
                               f"schema metadata {k.decode('utf-8', 'replace')!r}")
-            row = 0
-            for i, b in enumerate(batches):
-                s.search_arrow(b, rel, "arrow", lambda col, r: f"column {col} row {r}", row_base=row)
-                row += b.num_rows
             return
         except (pa.ArrowException, OSError, ValueError) as exc:
             errors.append(f"as an IPC {kind}: {exc}")
@@ -516,7 +519,6 @@ def _scan_json(s: _Scan, rel: str, buf) -> None:
 
 
 def _scan_compressed(s: _Scan, rel: str, path: Path, fmt: str) -> None:
-    return
     keep = max(len(p.data) for p in s.patterns) - 1
     tail = b""
     base = 0           # decompressed offset of tail[0]
@@ -640,21 +642,21 @@ def _search_duckdb(s: _Scan, rel: str, con) -> None:
                 cond = " OR ".join(f"contains({expr}, ?)" for _ in texts)
                 checks.append((col, m, f"({cond})", texts))
         if checks:
-            sel = ", ".join(f"count(*) FILTER (WHERE {c}), min(rowid) FILTER (WHERE {c})" for _, _, c, _ in checks)
-            params = [x for _, _, _, ps in checks for x in ps * 2]
+            # one pass over the table counts the matching rows of every (column, marker) ...
+            sel = ", ".join(f"count(*) FILTER (WHERE {c})" for _, _, c, _ in checks)
+            params = [x for _, _, _, ps in checks for x in ps]
             try:
                 res = con.execute(f"SELECT {sel} FROM {qt}", params).fetchone()
             except Exception as exc:  # noqa: BLE001
                 s.skip(rel, "duckdb", f"table {tname}: {exc}")
                 continue
             for i, (col, m, cond, ps) in enumerate(checks):
-                n, first = res[2 * i], res[2 * i + 1]
+                n = res[i]
                 if not n:
                     continue
-                rowids = [first]
-                if n > 1:
-                    rowids = [r for (r,) in con.execute(
-                        f"SELECT rowid FROM {qt} WHERE {cond} ORDER BY rowid LIMIT {s.cap}", ps).fetchall()]
+                # ... and only where there are some, a second one finds the first rows
+                rowids = [r for (r,) in con.execute(
+                    f"SELECT rowid FROM {qt} WHERE {cond} ORDER BY rowid LIMIT {s.cap}", ps).fetchall()]
                 for r in rowids:
                     s.hit(rel, "duckdb", f"table {tname} column {col} rowid {r}", m)
                 s.more(rel, "duckdb", m, n - len(rowids))
@@ -742,31 +744,55 @@ def _scan_file(s: _Scan, path: Path, rel: str, tmp_root: str | None) -> None:
 
 
 def scan_store(root: Path | str, markers: list[str], *, progress: Callable[[int, int, str], None] | None = None,
-               cap: int = CAP, tmp_dir: str | None = None) -> ScanReport:
+               cap: int = CAP, tmp_dir: str | None = None, threads: int | None = None) -> ScanReport:
     """Search every file under `root` for every marker, raw and decoded by format.
 
-    `progress(done, total, file)` is called after each file. `cap`: locations listed per
-    (file, format, marker). `tmp_dir`: where DuckDB files are copied to be opened (default: the
-    system's temporary folder; the copies are deleted at once)."""
+    `progress(done, total, file)` is called (in the calling thread) as each file is finished.
+    `cap`: locations listed per (file, format, marker); further ones are counted in `omitted`.
+    `tmp_dir`: where DuckDB files are copied to be opened (default: the system's temporary folder;
+    each copy is deleted as soon as it has been searched). `threads`: files scanned at once
+    (default: the number of cores, at most 4). The report lists files in path order."""
     root = Path(root)
-    markers = list(dict.fromkeys(m for m in markers))
+    markers = list(dict.fromkeys(markers))
     if not markers or any(not isinstance(m, str) or m == "" for m in markers):
         raise ValueError("markers must be non-empty strings")
     if not root.is_dir():
         raise FileNotFoundError(f"no store directory at {root}")
     t0 = time.perf_counter()
-    s = _Scan(root, markers, cap)
+    patterns = _patterns(markers)
     files = _files(root)
-    for i, path in enumerate(files, 1):
+
+    def one(path: Path) -> ScanReport:
+        s = _Scan(markers, patterns, cap)
         rel = path.relative_to(root).as_posix()
-        if path.is_symlink():
-            s.skip(rel, "raw", f"symbolic link to {os.readlink(path)} (not followed)")
-        else:
-            _scan_file(s, path, rel, tmp_dir)
-        if progress is not None:
-            progress(i, len(files), rel)
-    s.report.seconds = time.perf_counter() - t0
-    return s.report
+        try:
+            if path.is_symlink():
+                s.skip(rel, "raw", f"symbolic link to {os.readlink(path)} (not followed)")
+            else:
+                _scan_file(s, path, rel, tmp_dir)
+        except Exception as exc:  # noqa: BLE001  (never stop the scan)
+            s.skip(rel, "raw", f"{type(exc).__name__}: {exc}")
+        return s.report
+
+    report = ScanReport(markers=markers)
+    workers = max(1, threads if threads is not None else min(os.cpu_count() or 1, 4))
+    with ThreadPoolExecutor(workers) as ex:
+        futs = {ex.submit(one, p): p for p in files}
+        parts: dict[Path, ScanReport] = {}
+        for done, fut in enumerate(as_completed(futs), 1):
+            parts[futs[fut]] = fut.result()
+            if progress is not None:
+                progress(done, len(files), futs[fut].relative_to(root).as_posix())
+    for p in files:
+        r = parts[p]
+        report.files += r.files
+        report.bytes += r.bytes
+        report.residues += r.residues
+        report.skipped += r.skipped
+        report.warnings += r.warnings
+        report.omitted.update(r.omitted)
+    report.seconds = time.perf_counter() - t0
+    return report
 
 
 def format_report(report: ScanReport) -> str:
