@@ -319,6 +319,54 @@ def forget(
 
 
 @app.command()
+def hold(
+    subject: str = typer.Argument(..., help="The subject to hold (e.g. user:42)."),
+    release: bool = typer.Option(False, "--release", help="Release the hold instead."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Why (kept in the hold event)."),
+    db: Optional[Path] = DbOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Put a subject under legal hold (or --release it): a held subject cannot be purged, and
+    retention does not erase its events."""
+    with _errors():
+        _require_store(db)
+        with ctxdb.open(_path(db), config=config) as store:
+            seq = store.hold(subject, release=release, reason=reason)
+        typer.echo(f"{'released' if release else 'held'} {subject} at seq {seq}")
+
+
+@app.command("verify-purge")
+def verify_purge(
+    subject: str = typer.Argument(..., help="The purged subject (its identifier is searched for)."),
+    marker: list[str] = typer.Option([], "--marker", "-m", help="A text the subject's data held (repeatable)."),
+    db: Optional[Path] = DbOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Open every file of the store by its format (raw bytes, WAL frames decompressed, Parquet
+    decoded, DuckDB tables, vector chunks, JSON, snapshots) and report any trace of the subject
+    or the markers. Exit 1 if anything is found."""
+    from ctxdb.verify_purge import format_report, scan_store
+
+    with _errors():
+        _require_store(db)
+        rep = scan_store(_path(db), [subject, *marker])
+        if as_json:
+            typer.echo(json.dumps({"ok": rep.ok, "files": rep.files, "bytes": rep.bytes, "seconds": rep.seconds,
+                                   "residues": [msgspec_builtins(r) for r in rep.residues],
+                                   "skipped": rep.skipped, "warnings": rep.warnings}))
+        else:
+            typer.echo(format_report(rep))
+        if not rep.ok:
+            raise typer.Exit(1)
+
+
+def msgspec_builtins(x):
+    import msgspec
+
+    return msgspec.to_builtins(x)
+
+
+@app.command()
 def audit(
     decision: str = typer.Argument(..., help="A decision id (from db.record_decision; ctxdb log --type ctxdb.decision)."),
     db: Optional[Path] = DbOpt,

@@ -35,21 +35,18 @@ matching: `user:42` also matches inside `user:420`.
 from __future__ import annotations
 
 import base64
-import bisect
 import gzip
 import json
-import mmap
 import os
 import re
 import shutil
-import struct
 import tempfile
 import time
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import msgspec
 import numpy as np
@@ -171,9 +168,6 @@ class _Scan:
             k = (file, fmt, marker)
             self.report.omitted[k] = self.report.omitted.get(k, 0) + n
 
-    def full(self, file: str, fmt: str, marker: str) -> bool:
-        return self._listed.get((file, fmt, marker), 0) >= self.cap
-
     def skip(self, file: str, fmt: str, why: str) -> None:
         why = " ".join(str(why).split())
         if len(why) > 300:
@@ -183,16 +177,41 @@ class _Scan:
     # -- searching a bytes-like buffer --------------------------------------------------------
     def search_bytes(self, buf, file: str, fmt: str, where: Callable[[int], str], base: int = 0,
                      patterns: list[_Pattern] | None = None) -> None:
-        """Every pattern in `buf` (bytes or mmap); `where(offset)` names a location."""
+        """Every pattern in `buf` (bytes in memory); `where(offset)` names a location."""
         for p in patterns or self.patterns:
             i = buf.find(p.data)
             found = 0
             while i >= 0:
                 found += 1
-                if not self.hit(file, fmt, _with_note(where(base + i), p), p.marker):
-                    if found >= RAW_COUNT_LIMIT:
-                        break
+                listed = self.hit(file, fmt, _with_note(where(base + i), p), p.marker)
+                if not listed and found >= RAW_COUNT_LIMIT:
+                    break
                 i = buf.find(p.data, i + 1)
+
+    def search_stream(self, read: Callable[[int], bytes], file: str, fmt: str, where: Callable[[int], str],
+                      patterns: list[_Pattern] | None = None) -> None:
+        """Every pattern in a stream of bytes read in chunks (`read(n)`, b"" at the end); matches that
+        straddle two chunks are found too. Memory stays bounded whatever the file's size, and a file
+        that shrinks while it is read is not a crash (as a memory map of it would be)."""
+        pats = patterns or self.patterns
+        keep = max(len(p.data) for p in pats) - 1
+        found = dict.fromkeys(range(len(pats)), 0)
+        tail = b""
+        base = 0           # stream offset of tail[0]
+        while True:
+            chunk = read(STREAM_CHUNK)
+            if not chunk:
+                break
+            window = tail + chunk
+            for k, p in enumerate(pats):
+                i = window.find(p.data)
+                while i >= 0 and found[k] < RAW_COUNT_LIMIT:
+                    if i + len(p.data) > len(tail):    # not already seen in the previous window
+                        found[k] += 1
+                        self.hit(file, fmt, _with_note(where(base + i), p), p.marker)
+                    i = window.find(p.data, i + 1)
+            cut = max(len(window) - keep, 0)
+            tail, base = window[cut:], base + cut
 
     # -- searching Arrow data -----------------------------------------------------------------
     def search_arrow(self, data: pa.Table | pa.RecordBatch, file: str, fmt: str,
@@ -263,8 +282,7 @@ class _Scan:
 def _leaves(arr: pa.Array, path: str) -> Iterator[tuple[str, pa.Array, Callable[[np.ndarray], np.ndarray]]]:
     """(column path, string/binary array, map from its indices to `arr`'s rows) of every
     string-like value inside `arr`."""
-    ident = lambda ix: ix  # noqa: E731
-    yield from _walk(arr, path, ident)
+    yield from _walk(arr, path, lambda ix: ix)
 
 
 def _walk(arr: pa.Array, path: str, to_rows) -> Iterator[tuple[str, pa.Array, Callable]]:
@@ -302,8 +320,8 @@ def _walk(arr: pa.Array, path: str, to_rows) -> Iterator[tuple[str, pa.Array, Ca
 
             yield from _walk(sub, f"{path}{{{part}}}", map_rows)
     elif pa.types.is_struct(t):
-        for i in range(t.num_fields):
-            yield from _walk(arr.flatten()[i], f"{path}.{t.field(i).name}", to_rows)
+        for i, child in enumerate(arr.flatten()):    # children with the struct's slice and nulls
+            yield from _walk(child, f"{path}.{t.field(i).name}", to_rows)
     elif pa.types.is_union(t):
         for i in range(t.num_fields):   # rows are approximate for dense unions
             yield from _walk(arr.field(i), f"{path}<{t.field(i).name}>", to_rows)
@@ -355,7 +373,7 @@ def _scan_wal(s: _Scan, rel: str, buf) -> None:
     pos = 0
     problems: list[str] = []
     dctx = zstandard.ZstdDecompressor()
-    if size and not buf[:4] == MAGIC:
+    if size and buf[:4] != MAGIC:
         problems.append("no frame at offset 0")
     while pos < size:
         if buf[pos:pos + 4] != MAGIC:
@@ -421,7 +439,7 @@ def _decode_frame(s: _Scan, rel: str, payload: bytes, flags: int, raw_len: int, 
 def _scan_parquet(s: _Scan, rel: str, path: Path) -> None:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(str(path), memory_map=True)
+    pf = pq.ParquetFile(str(path))      # read, not memory-mapped: a file changed under a map is a SIGBUS
     md = pf.metadata
     # the rows first (the most telling locations fill the listed ones), then what the footer repeats
     row = 0
@@ -432,7 +450,7 @@ def _scan_parquet(s: _Scan, rel: str, path: Path) -> None:
         except (pa.ArrowException, OSError, ValueError) as exc:
             s.skip(rel, "parquet", f"row group {g} (rows {row}..{row + n - 1}) does not decode: {exc}")
         else:
-            s.search_arrow(tbl, rel, "parquet", lambda col, r: f"row group {g} column {col} row {r}", row_base=row)
+            s.search_arrow(tbl, rel, "parquet", lambda col, r, g=g: f"row group {g} column {col} row {r}", row_base=row)
         row += n
     for g in range(md.num_row_groups):
         rg = md.row_group(g)
@@ -457,12 +475,12 @@ def _scan_parquet(s: _Scan, rel: str, path: Path) -> None:
 
 
 def _scan_arrow(s: _Scan, rel: str, path: Path) -> None:
-    import pyarrow.ipc as ipc
+    from pyarrow import ipc
 
     errors = []
     for kind in ("file", "stream"):
         try:
-            src = pa.memory_map(str(path))
+            src = pa.OSFile(str(path))
             if kind == "file":
                 reader = ipc.open_file(src)
                 schema = reader.schema
@@ -519,44 +537,39 @@ def _scan_json(s: _Scan, rel: str, buf) -> None:
 
 
 def _scan_compressed(s: _Scan, rel: str, path: Path, fmt: str) -> None:
-    keep = max(len(p.data) for p in s.patterns) - 1
-    tail = b""
-    base = 0           # decompressed offset of tail[0]
-    seen: set[tuple[int, bytes]] = set()
     with open(path, "rb") as f:
         if fmt == "zstd":
             reader = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
         else:
             reader = gzip.GzipFile(fileobj=f)
+        done = [0]
+
+        def read(n: int) -> bytes:
+            b = reader.read(n)
+            done[0] += len(b)
+            return b
+
         try:
-            while True:
-                chunk = reader.read(STREAM_CHUNK)
-                if not chunk:
-                    break
-                window = tail + chunk
-                for p in s.patterns:
-                    i = window.find(p.data)
-                    while i >= 0:
-                        if (base + i, p.data) not in seen:
-                            seen.add((base + i, p.data))
-                            s.hit(rel, fmt, _with_note(f"decompressed offset {base + i}", p), p.marker)
-                        i = window.find(p.data, i + 1)
-                cut = max(len(window) - keep, 0)
-                tail, base = window[cut:], base + cut
-                seen = {(o, d) for o, d in seen if o >= base}
+            s.search_stream(read, rel, fmt, lambda off: f"decompressed offset {off}")
         except (zstandard.ZstdError, OSError, EOFError, zlib.error) as exc:
-            s.skip(rel, fmt, f"does not decompress past offset {base + len(tail)}: {exc}")
+            s.skip(rel, fmt, f"does not decompress past offset {done[0]}: {exc}")
 
 
-def _scan_npy(s: _Scan, rel: str, path: Path, buf) -> None:
-    arr = np.load(str(path), mmap_mode="r", allow_pickle=False)
-    if arr.dtype.kind != "U":
+def _scan_npy(s: _Scan, rel: str, f) -> None:
+    """Text arrays (dtype U) hold UTF-32: search that form of each marker. The header is read
+    without loading (or memory-mapping) the array."""
+    f.seek(0)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        _shape, _fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    else:
+        _shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    if dtype.kind != "U":
         return   # numbers (or bytes, which the raw layer reads as they are)
-    header = len(buf) - arr.nbytes
-    enc = "utf-32-be" if arr.dtype.byteorder == ">" else "utf-32-le"
-    item = arr.dtype.itemsize
+    enc = "utf-32-be" if dtype.byteorder == ">" else "utf-32-le"
+    item = dtype.itemsize
     pats = [_Pattern(p.marker, p.text, p.text.encode(enc), p.note) for p in s.patterns]
-    s.search_bytes(buf, rel, "npy", lambda off: f"element {max(off - header, 0) // item}", patterns=pats)
+    s.search_stream(f.read, rel, "npy", lambda off: f"element {off // item}", patterns=pats)
 
 
 def _scan_duckdb(s: _Scan, rel: str, path: Path, tmp_root: str | None) -> None:
@@ -618,8 +631,8 @@ def _search_duckdb(s: _Scan, rel: str, con) -> None:
         try:
             for schema, name, sql, comment in con.execute(q, [db]).fetchall():
                 s.search_text(f"{name}\n{sql or ''}\n{comment or ''}", rel, "duckdb", f"catalog {what} {schema}.{name}")
-        except Exception:  # noqa: BLE001  (catalog functions vary between DuckDB versions)
-            pass
+        except Exception as exc:  # noqa: BLE001  (catalog functions vary between DuckDB versions)
+            s.report.warnings.append(f"{rel}: the catalog's {what} definitions were not searched ({exc})")
     cols = con.execute(
         "SELECT c.schema_name, c.table_name, c.column_name, c.data_type FROM duckdb_columns() c "
         "JOIN duckdb_tables() t ON t.database_name = c.database_name AND t.schema_name = c.schema_name "
@@ -667,8 +680,8 @@ def _search_duckdb(s: _Scan, rel: str, con) -> None:
             s.report.warnings.append(
                 f"{rel}: {row[0]} free block(s) may still hold old, compressed data the scan cannot read "
                 "(a purge must rewrite the file)")
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception as exc:  # noqa: BLE001
+        s.report.warnings.append(f"{rel}: free blocks not counted ({exc})")
 
 
 def _duck_hidden_rows(s: _Scan, rel: str, con, qt: str, tname: str) -> None:
@@ -698,49 +711,43 @@ def _files(root: Path) -> list[Path]:
 
 def _scan_file(s: _Scan, path: Path, rel: str, tmp_root: str | None) -> None:
     try:
-        f = open(path, "rb")
+        with open(path, "rb") as f:
+            _scan_open_file(s, f, path, rel, tmp_root)
     except FileNotFoundError:
         s.skip(rel, "raw", "vanished during the scan")
-        return
     except OSError as exc:
         s.skip(rel, "raw", f"cannot be read: {exc}")
+
+
+def _scan_open_file(s: _Scan, f, path: Path, rel: str, tmp_root: str | None) -> None:
+    size = os.fstat(f.fileno()).st_size
+    s.report.files += 1
+    s.report.bytes += size
+    head = f.read(16)
+    f.seek(0)
+    s.search_stream(f.read, rel, "raw", lambda off: f"offset {off}")
+    fmt = _format_of(path.name, head)
+    if fmt is None or size == 0:
         return
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        s.report.files += 1
-        s.report.bytes += size
-        if size == 0:
-            buf: bytes | mmap.mmap = b""
-        else:
-            try:
-                buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            except (OSError, ValueError):
-                buf = f.read()
-        try:
-            s.search_bytes(buf, rel, "raw", lambda off: f"offset {off}")
-            fmt = _format_of(path.name, bytes(buf[:16]))
-            if fmt is None or size == 0:
-                return
-            try:
-                if fmt == "wal-frame":
-                    _scan_wal(s, rel, buf)
-                elif fmt == "parquet":
-                    _scan_parquet(s, rel, path)
-                elif fmt == "duckdb":
-                    _scan_duckdb(s, rel, path, tmp_root)
-                elif fmt == "arrow":
-                    _scan_arrow(s, rel, path)
-                elif fmt == "json":
-                    _scan_json(s, rel, buf)
-                elif fmt in ("zstd", "gzip"):
-                    _scan_compressed(s, rel, path, fmt)
-                elif fmt == "npy":
-                    _scan_npy(s, rel, path, buf)
-            except Exception as exc:  # noqa: BLE001  (a damaged file must never stop the scan)
-                s.skip(rel, fmt, f"{type(exc).__name__}: {exc}")
-        finally:
-            if isinstance(buf, mmap.mmap):
-                buf.close()
+    try:
+        if fmt == "wal-frame":
+            f.seek(0)
+            _scan_wal(s, rel, f.read())
+        elif fmt == "parquet":
+            _scan_parquet(s, rel, path)
+        elif fmt == "duckdb":
+            _scan_duckdb(s, rel, path, tmp_root)
+        elif fmt == "arrow":
+            _scan_arrow(s, rel, path)
+        elif fmt == "json":
+            f.seek(0)
+            _scan_json(s, rel, f.read())
+        elif fmt in ("zstd", "gzip"):
+            _scan_compressed(s, rel, path, fmt)
+        elif fmt == "npy":
+            _scan_npy(s, rel, f)
+    except Exception as exc:  # noqa: BLE001  (a damaged file must never stop the scan)
+        s.skip(rel, fmt, f"{type(exc).__name__}: {exc}")
 
 
 def scan_store(root: Path | str, markers: list[str], *, progress: Callable[[int, int, str], None] | None = None,
