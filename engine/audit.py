@@ -211,7 +211,7 @@ def replay_verify(store: "Store", progress: Callable[[int, int], None] | None = 
     live.catch_up()
     live.persist()
     end = live.projector.seq
-    scratch = ItemStore(None)
+    scratch = ItemStore(None, atrest=store.log.atrest)
     log = store.log
     proj = Projector(scratch, store._python_rules, stub_subject=store._salt.stub_subject, purged=purged_stubs(log))
 

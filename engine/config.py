@@ -191,6 +191,8 @@ class Config:
     index_kind: str = "auto"     # [embeddings] index: auto | flat | hnsw
     index_flat_max: int = 20_000 # [embeddings] flat_max: auto uses exact search up to this many vectors
     summarizer: dict = field(default_factory=dict)   # [summarizer]: kind = "template" | "openai", ...
+    encrypt_subjects: tuple[str, ...] = ()           # [privacy] encrypt_subjects: per-subject keys at rest
+    keys_dir: str | None = None                      # [privacy] keys_dir (default <store>/keys)
 
     def agent(self, name: str) -> AgentPolicy | None:
         return self.agents.get(name)
@@ -240,7 +242,20 @@ def from_dict(raw: dict[str, Any], *, file: str | None = None, locate: "_Locator
     def fail(path: tuple, message: str, expected: str | None = None) -> ConfigError:
         return ConfigError(message, file=file, line=loc.line(path), field=_dotted(path), expected=expected)
 
-    _only(raw, ("rules", "agents", "defaults", "snapshots", "view", "embeddings", "summarizer"), (), fail)
+    _only(raw, ("rules", "agents", "defaults", "snapshots", "view", "embeddings", "summarizer", "privacy"), (), fail)
+    priv = _table(raw, ("privacy",), fail)
+    _only(priv, ("encrypt_subjects", "keys_dir"), ("privacy",), fail)
+    enc = priv.get("encrypt_subjects", [])
+    if not isinstance(enc, list):
+        raise fail(("privacy", "encrypt_subjects"), "must be an array of subject globs", '["user:*"]')
+    for i, g in enumerate(enc):
+        try:
+            check_glob(g)
+        except ValueError as exc:
+            raise fail(("privacy", "encrypt_subjects"), f"entry {i}: {exc}", '["user:*"]') from None
+    keys_dir = priv.get("keys_dir")
+    if keys_dir is not None and (not isinstance(keys_dir, str) or not keys_dir.strip()):
+        raise fail(("privacy", "keys_dir"), "must be a directory path", '"/secure/ctxdb-keys"')
     defaults = _table(raw, ("defaults",), fail)
     _only(defaults, ("half_life", "weights", "budget"), ("defaults",), fail)
     base_hl = _half_lives(DEFAULT_HALF_LIFE, defaults.get("half_life", {}), ("defaults", "half_life"), fail)
@@ -286,6 +301,7 @@ def from_dict(raw: dict[str, Any], *, file: str | None = None, locate: "_Locator
         snapshot_every=_int(snaps, "every", DEFAULT_SNAPSHOT_EVERY, ("snapshots",), fail, minimum=0),
         snapshot_retain=_int(snaps, "retain", DEFAULT_SNAPSHOT_RETAIN, ("snapshots",), fail, minimum=1),
         tokenizer=tok, raw=raw, hash=canonical_hash(raw), file=file,
+        encrypt_subjects=tuple(enc), keys_dir=keys_dir,
     )
 
 

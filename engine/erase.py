@@ -116,6 +116,7 @@ class PurgeReport(msgspec.Struct, frozen=True):
     items_path: str                   # "copy" (items.duckdb rewritten) or "replay" (re-projected)
     seconds: float
     resumed: bool = False
+    key_destroyed: bool = False       # [privacy] encrypt_subjects: the subject's data key was shredded
 
     def to_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)
@@ -219,6 +220,9 @@ def _finish(store: "Store", plan: dict[str, Any], say: Callable[[str], None], t0
     stub_subject = salt.stub_subject(subject)
     # nothing may read or project while files change: the engine goes, and comes back on next use
     _close_engine_locked(store)
+    # crypto-shredding: the key goes first, so every copy made before now is already unreadable
+    atrest = store.log.atrest
+    shredded = bool(atrest is not None and atrest.applies(subject) and atrest.keys.destroy(subject))
 
     # 2. the log
     stub_seqs = pa.array(plan["stub_seqs"], pa.int64())
@@ -289,7 +293,8 @@ def _finish(store: "Store", plan: dict[str, Any], say: Callable[[str], None], t0
         events=counts["events"], segments_rewritten=len(new), segments_total=len(store.log.manifest.segments),  # type: ignore[attr-defined]
         bytes_rewritten=sum(s.bytes for s in new), receipts_rewritten=counts["receipts"], item_versions=versions,
         embeddings=embeddings, snapshots=snaps, other_files=others, items_path=plan["items_path"],
-        seconds=round(time.perf_counter() - t0, 3), resumed=resumed)
+        seconds=round(time.perf_counter() - t0, 3), resumed=resumed,
+        key_destroyed=shredded or bool(atrest is not None and atrest.keys.destroyed(subject)))
     data = {k: v for k, v in report.to_dict().items() if k not in ("seconds", "resumed", "receipt_seq")}
     data["stub_subject"] = stub_subject
     seq = store.append([{"id": f"purge-{stub_subject[len(PURGED_PREFIX):]}-{plan['tombstone_seq']}", "source": "ctxdb",
@@ -364,7 +369,7 @@ def _purge_items(store: "Store", plan: dict[str, Any], stub_subject: str, say) -
         probe.close()
     purged.add(stub_subject)
     forgotten.pop(subject, None)
-    fresh = ItemStore(tmp)
+    fresh = ItemStore(tmp, atrest=store.log.atrest)
     try:
         if plan["items_path"] == "replay":
             fresh.copy_token_counts_from(src)

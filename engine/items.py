@@ -130,8 +130,9 @@ SELECT_COLS = ", ".join(COLUMNS)
 class ItemStore:
     """The item store of one ctxdb store: `items.duckdb` (or in memory when `path` is None)."""
 
-    def __init__(self, path: Path | None, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path | None, *, readonly: bool = False, atrest: Any = None) -> None:
         self.path = path
+        self.atrest = atrest   # atrest.AtRest: item texts of [privacy] encrypt_subjects stored encrypted
         self._lock = threading.RLock()
         try:
             self._con = duckdb.connect(str(path) if path else ":memory:", read_only=readonly)
@@ -145,7 +146,8 @@ class ItemStore:
     def _q(self, sql: str, params: list | None = None) -> pa.Table:
         with self._lock:
             try:
-                return self._con.sql(sql, params=params or None).to_arrow_table()
+                t = self._con.sql(sql, params=params or None).to_arrow_table()
+                return t if self.atrest is None else self.atrest.decrypt_texts(t)
             except duckdb.Error as exc:
                 raise CtxdbError(f"item store query failed ({self.path}): {exc}") from None
 
@@ -240,7 +242,7 @@ class ItemStore:
 
     def texts_after(self, vid: int, limit: int) -> list[tuple[int, str, str]]:
         """(vid, hash, text) of upserts after `vid`, in vid order (for background token counts)."""
-        t = self._q("SELECT vid, hash, text FROM item_versions WHERE vid > ? AND op = 'upsert' "
+        t = self._q("SELECT vid, hash, text, subject FROM item_versions WHERE vid > ? AND op = 'upsert' "
                     "ORDER BY vid LIMIT ?", [vid, limit])
         return list(zip(t.column("vid").to_pylist(), t.column("hash").to_pylist(), t.column("text").to_pylist()))
 
@@ -291,6 +293,8 @@ class ItemStore:
     def _apply(self, con, wb: WriteBatch) -> None:
         if wb.new:
             new_tbl = _versions_table(wb.new)  # noqa: F841 (read by DuckDB by name)
+            if self.atrest is not None:
+                new_tbl = self.atrest.encrypt_texts(new_tbl)
             con.execute("INSERT INTO item_versions SELECT * FROM new_tbl")
         if wb.closes:
             closes_tbl = pa.table({"vid": list(wb.closes), "to_seq": list(wb.closes.values())})  # noqa: F841

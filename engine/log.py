@@ -104,7 +104,12 @@ class Transaction:
             first = log._next_seq
             new_seqs = np.arange(first, first + n_new, dtype=np.int64)
             seqs[new] = new_seqs
-            log._write(batch.take(new) if n_new < len(batch) else batch, first)
+            part = batch.take(new) if n_new < len(batch) else batch
+            if log.atrest is not None:  # [privacy] encrypt_subjects: payloads are encrypted before the WAL
+                enc = log.atrest.encrypt_table(part.table)
+                if enc is not part.table:
+                    part = type(part)(enc, part.fp, part.lines, part.json_bytes)
+            log._write(part, first)
             self._pending.add(fp[new], new_seqs)
             log._next_seq += n_new
             if self.result.first_seq is None:
@@ -165,6 +170,7 @@ class BaseLog:
         self._pub_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._changed = threading.Condition()
+        self.atrest = None   # atrest.AtRest: encrypt payloads of [privacy] encrypt_subjects
         self._keys = KeyIndex()
         self._next_seq = 1
         self._last_recorded = 0
@@ -287,7 +293,8 @@ class BaseLog:
         hi = self.last_seq if to_seq is None else min(to_seq, self.last_seq)
         if as_of is not None:
             hi = min(hi, self.seq_at(as_of))
-        cols = list(dict.fromkeys(["seq", *columns, *(["subject"] if subject else []), *(["type"] if type else [])]))
+        dec = self.atrest is not None and ("data" in columns or "meta" in columns)
+        cols = list(dict.fromkeys(["seq", *columns, *(["subject"] if subject or dec else []), *(["type"] if type else [])]))
         for c in self.chunks():
             if c.last_seq < lo or c.first_seq > hi:
                 continue
@@ -303,6 +310,8 @@ class BaseLog:
                 if mask is not None:
                     b = b.filter(mask)
                 if b.num_rows:
+                    if dec:
+                        b = self.atrest.decrypt_batch(b)  # type: ignore[union-attr]
                     yield b.select(list(columns))
             if c.last_seq >= hi:
                 break

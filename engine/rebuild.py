@@ -32,7 +32,7 @@ def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None]
         target = store.path / "items.rebuild.duckdb"
         for f in (target, target.with_name(target.name + ".wal")):
             f.unlink(missing_ok=True)
-    fresh = ItemStore(target)
+    fresh = ItemStore(target, atrest=store.log.atrest)
     if target is not None:
         fresh.copy_token_counts_from(store.path / ITEMS_FILE)  # type: ignore[operator]
     proj = Projector(fresh, store._python_rules, stub_subject=store._salt.stub_subject, purged=purged_stubs(store.log))

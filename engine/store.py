@@ -74,11 +74,36 @@ class Store:
         from .erase import Salt
 
         self._salt = Salt(path)
+        self._setup_atrest()
         self._scratch: tempfile.TemporaryDirectory | None = None
         self._last_snapshot = 0
         self.restored_from: Manifest | None = None
         self._policy_checked = False
         self._llm: "LLMWorker | None" = None
+
+    def _setup_atrest(self) -> None:
+        """[privacy] encrypt_subjects, from the config file (else the newest policy in the log):
+        payloads and item texts of matching subjects are encrypted at rest (atrest.py)."""
+        try:
+            cfg = self._resolve_config()
+        except CtxdbError:
+            return  # a bad config file is reported by the first append or view
+        if cfg is None:
+            last = None
+            for ev in self.log.read(type=POLICY_TYPE):
+                last = ev
+            if last is None:
+                return
+            try:
+                from .config import from_dict
+
+                cfg = from_dict(last.json()["config"], file=f"<policy event at seq {last.seq}>")
+            except (CtxdbError, ValueError, KeyError, TypeError, AttributeError):
+                return
+        if cfg.encrypt_subjects:
+            from .atrest import AtRest
+
+            self.log.atrest = AtRest.for_store(self.path, cfg.encrypt_subjects, cfg.keys_dir, readonly=self.readonly)
 
     # ---- writing -------------------------------------------------------------------------
     def append(self, events: Iterable[Any], *, source: str = "") -> list[int]:
@@ -454,7 +479,7 @@ class Store:
 
     def _open_items(self) -> ItemStore:
         if self.path is None:
-            return ItemStore(None)
+            return ItemStore(None, atrest=self.log.atrest)
         snaps = Snapshots(self._snap_root())
         if self.readonly:
             # The writer process holds items.duckdb; read from a private copy of the newest
@@ -462,12 +487,12 @@ class Store:
             self._scratch = tempfile.TemporaryDirectory(prefix="ctxdb-ro-")
             dest = Path(self._scratch.name) / ITEMS_FILE
             self.restored_from = snaps.restore_latest(dest, self.log.last_seq)
-            return ItemStore(dest if self.restored_from else None)
+            return ItemStore(dest if self.restored_from else None, atrest=self.log.atrest)
         f = self.path / ITEMS_FILE
         if not f.exists():
             self.restored_from = snaps.restore_latest(f, self.log.last_seq)
         try:
-            items = ItemStore(f)
+            items = ItemStore(f, atrest=self.log.atrest)
             seq = items.checkpoint()[0]
         except CtxdbError:
             # Unreadable item store: keep it aside for inspection, restore or re-project.
@@ -477,7 +502,7 @@ class Store:
             if wal.exists():
                 os.replace(wal, aside.with_name(aside.name + ".wal"))
             self.restored_from = snaps.restore_latest(f, self.log.last_seq)
-            items = ItemStore(f)
+            items = ItemStore(f, atrest=self.log.atrest)
             seq = items.checkpoint()[0]
         if seq > self.log.last_seq:
             raise CorruptionError(f"the item store is at seq {seq} but the log ends at {self.log.last_seq}: "

@@ -58,6 +58,7 @@ from .wal import HEADER, HEADER_SIZE, MAGIC, MAX_FRAME, RAW
 
 CAP = 5                      # locations listed per (file, format, marker)
 RAW_COUNT_LIMIT = 100_000    # raw hits counted per (file, marker) before counting stops
+RESCANS = 3                  # passes over files a live writer created during the scan
 STREAM_CHUNK = 8 << 20       # decompression chunk for .zst / .gz files
 
 _PARQUET_MAGIC = b"PAR1"
@@ -758,7 +759,11 @@ def scan_store(root: Path | str, markers: list[str], *, progress: Callable[[int,
     `cap`: locations listed per (file, format, marker); further ones are counted in `omitted`.
     `tmp_dir`: where DuckDB files are copied to be opened (default: the system's temporary folder;
     each copy is deleted as soon as it has been searched). `threads`: files scanned at once
-    (default: the number of cores, at most 4). The report lists files in path order."""
+    (default: the number of cores, at most 4). The report lists files in path order.
+
+    A store may be scanned while its writer runs: files created during the scan are scanned
+    afterwards (up to RESCANS more passes) and files that vanish are listed in `skipped`. For proof
+    after a purge, scan a store no writer is changing."""
     root = Path(root)
     markers = list(dict.fromkeys(markers))
     if not markers or any(not isinstance(m, str) or m == "" for m in markers):
@@ -783,13 +788,24 @@ def scan_store(root: Path | str, markers: list[str], *, progress: Callable[[int,
 
     report = ScanReport(markers=markers)
     workers = max(1, threads if threads is not None else min(os.cpu_count() or 1, 4))
+    parts: dict[Path, ScanReport] = {}
     with ThreadPoolExecutor(workers) as ex:
-        futs = {ex.submit(one, p): p for p in files}
-        parts: dict[Path, ScanReport] = {}
-        for done, fut in enumerate(as_completed(futs), 1):
-            parts[futs[fut]] = fut.result()
-            if progress is not None:
-                progress(done, len(files), futs[fut].relative_to(root).as_posix())
+        batch, total = files, len(files)
+        for rescan in range(RESCANS + 1):
+            futs = {ex.submit(one, p): p for p in batch}
+            for fut in as_completed(futs):
+                parts[futs[fut]] = fut.result()
+                if progress is not None:
+                    progress(len(parts), total, futs[fut].relative_to(root).as_posix())
+            if rescan == RESCANS:
+                break
+            # a live writer may have created files meanwhile (a segment sealed from a WAL file
+            # that then vanished, a new snapshot): scan those too
+            batch = [p for p in _files(root) if p not in parts]
+            if not batch:
+                break
+            total += len(batch)
+    files = sorted(parts)
     for p in files:
         r = parts[p]
         report.files += r.files

@@ -310,3 +310,45 @@ def test_purge_survives_sigkill_at_random_moments(tmp_path):
         shutil.rmtree(work)
     assert kills >= 20, (kills, seen, time.perf_counter() - t0)
     assert seen["done"] >= 1  # killed after the plan was durable: completed on reopen
+
+
+# ---- crypto-shredding --------------------------------------------------------------------------
+def test_crypto_shredding_makes_a_copy_taken_before_the_purge_unreadable(tmp_path):
+    """With `encrypt_subjects`, the subject's payloads and item texts are ciphertext at rest; the
+    purge destroys its key first, so a copy of the store made before the purge (keys kept apart,
+    as they should be) can no longer reveal anything of it. Other subjects read as before."""
+    keys = tmp_path / "vault"
+    toml = NOTES_ONLY + f'\n[privacy]\nencrypt_subjects = ["user:42"]\nkeys_dir = "{keys}"\n'
+    db = open_db(tmp_path, toml)
+    try:
+        marks = seed(db, 120)
+        v = db.view("bot")
+        assert any(m in v.text for m in marks)                       # readable through the API
+        assert all(m in e.data.decode() for e, m in zip(db.read(subject="user:42"), marks))
+        db.snapshot()
+        db.log.seal(force=True)
+        # at rest: no marker in any file of the store, in any format (the key lives in the vault)
+        at_rest = scan_store(tmp_path / "db", marks)
+        assert at_rest.ok, [str(r) for r in at_rest.residues][:3]
+        assert (keys / "keys").is_dir()
+        backup = tmp_path / "backup"
+        shutil.copytree(tmp_path / "db", backup)
+        end = db.last_seq
+        seven = db.view("seven", seq=end)
+        rep = db.purge("user:42")
+        assert rep.key_destroyed and rep.events == len(marks) + 1
+        assert db.view("seven", seq=end).hash == seven.hash
+    finally:
+        db.close()
+    # the pre-purge copy, opened with the (live) key vault: the subject's data is gone from it too
+    (backup / "LOCK").unlink(missing_ok=True)
+    cfg = tmp_path / "b.toml"
+    cfg.write_text(toml)
+    old = ctxdb.open(backup, config=cfg, embedder=None)
+    try:
+        own = list(old.read(subject="user:42"))
+        assert len(own) == len(marks) and all(e.data == b"null" for e in own)
+        assert not any(m in old.view("bot", auditor="audit", seq=end).text for m in marks)
+        assert any("ordinary note" in i.text for i in old.view("seven", seq=end).items)
+    finally:
+        old.close()
