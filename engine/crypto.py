@@ -167,12 +167,7 @@ def _checksum(head: bytes, sid: str) -> bytes:
     return hashlib.blake2b(head + bytes.fromhex(sid), digest_size=_SUM_LEN, person=b"ctxdb-keyfile").digest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from .wal import fsync_dir as _fsync_dir  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,7 @@ def _finish(store: "Store", plan: dict[str, Any], say: Callable[[str], None], t0
     subject = plan["subject"]
     stub_subject = salt.stub_subject(subject)
     # nothing may read or project while files change: the engine goes, and comes back on next use
-    _close_engine_locked(store)
+    store._close_engine()  # (the engine lock is re-entrant: this thread holds it)
     # crypto-shredding: the key goes first, so every copy made before now is already unreadable
     atrest = store.log.atrest
     shredded = bool(atrest is not None and atrest.applies(subject) and atrest.keys.destroy(subject))
@@ -329,17 +329,6 @@ def _rewrite_receipt(data: str, keys: dict[str, str], salt: Salt, purged_at: int
             items.append(it)
     d["items"] = items
     return msgspec.json.encode(d).decode()
-
-
-def _close_engine_locked(store: "Store") -> None:
-    eng, store._engine = store._engine, None
-    llm, store._llm = store._llm, None
-    store._policy_checked = True
-    if llm is not None:
-        llm.close()
-    if eng is not None:
-        eng.close()
-        eng.items.close()
 
 
 def _purge_items(store: "Store", plan: dict[str, Any], stub_subject: str, say) -> int:

@@ -747,6 +747,8 @@ def _scan_open_file(s: _Scan, f, path: Path, rel: str, tmp_root: str | None) -> 
             _scan_compressed(s, rel, path, fmt)
         elif fmt == "npy":
             _scan_npy(s, rel, f)
+    except FileNotFoundError:
+        s.skip(rel, fmt, "vanished during the scan")
     except Exception as exc:  # noqa: BLE001  (a damaged file must never stop the scan)
         s.skip(rel, fmt, f"{type(exc).__name__}: {exc}")
 
