@@ -82,28 +82,35 @@ class Store:
         self._llm: "LLMWorker | None" = None
 
     def _setup_atrest(self) -> None:
-        """[privacy] encrypt_subjects, from the config file (else the newest policy in the log):
-        payloads and item texts of matching subjects are encrypted at rest (atrest.py)."""
+        """[privacy] encrypt_subjects (from the config file; without one, from `privacy.json`,
+        which records the last config's settings): payloads and item texts of matching subjects
+        are encrypted at rest (atrest.py). Never reads the log, so opening stays cheap."""
+        import json as _json
+
         try:
             cfg = self._resolve_config()
         except CtxdbError:
-            return  # a bad config file is reported by the first append or view
-        if cfg is None:
-            last = None
-            for ev in self.log.read(type=POLICY_TYPE):
-                last = ev
-            if last is None:
-                return
-            try:
-                from .config import from_dict
+            cfg = None  # a bad config file is reported by the first append or view
+        rec = None if self.path is None else self.path / "privacy.json"
+        globs, keys_dir = (), None
+        if cfg is not None:
+            globs, keys_dir = cfg.encrypt_subjects, cfg.keys_dir
+            if rec is not None and not self.readonly and (globs or rec.exists()):
+                from .segment import write_atomic
 
-                cfg = from_dict(last.json()["config"], file=f"<policy event at seq {last.seq}>")
-            except (CtxdbError, ValueError, KeyError, TypeError, AttributeError):
-                return
-        if cfg.encrypt_subjects:
+                want = _json.dumps({"encrypt_subjects": list(globs), "keys_dir": keys_dir}).encode()
+                if not rec.exists() or rec.read_bytes() != want:
+                    write_atomic(rec, want)
+        elif rec is not None and rec.exists():
+            try:
+                d = _json.loads(rec.read_bytes())
+                globs, keys_dir = tuple(d.get("encrypt_subjects", ())), d.get("keys_dir")
+            except (ValueError, AttributeError, OSError):
+                globs = ()
+        if globs or (rec is not None and rec.exists()):
             from .atrest import AtRest
 
-            self.log.atrest = AtRest.for_store(self.path, cfg.encrypt_subjects, cfg.keys_dir, readonly=self.readonly)
+            self.log.atrest = AtRest.for_store(self.path, tuple(globs), keys_dir, readonly=self.readonly)
 
     # ---- writing -------------------------------------------------------------------------
     def append(self, events: Iterable[Any], *, source: str = "") -> list[int]:
