@@ -345,6 +345,7 @@ def verify_purge(
     """Open every file of the store by its format (raw bytes, WAL frames decompressed, Parquet
     decoded, DuckDB tables, vector chunks, JSON, snapshots) and report any trace of the subject
     or the markers. Exit 1 if anything is found."""
+    import msgspec
     from ctxdb.verify_purge import format_report, scan_store
 
     with _errors():
@@ -352,18 +353,12 @@ def verify_purge(
         rep = scan_store(_path(db), [subject, *marker])
         if as_json:
             typer.echo(json.dumps({"ok": rep.ok, "files": rep.files, "bytes": rep.bytes, "seconds": rep.seconds,
-                                   "residues": [msgspec_builtins(r) for r in rep.residues],
+                                   "residues": [msgspec.to_builtins(r) for r in rep.residues],
                                    "skipped": rep.skipped, "warnings": rep.warnings}))
         else:
             typer.echo(format_report(rep))
         if not rep.ok:
             raise typer.Exit(1)
-
-
-def msgspec_builtins(x):
-    import msgspec
-
-    return msgspec.to_builtins(x)
 
 
 @app.command()

@@ -23,13 +23,15 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .config import AgentPolicy, Config, glob_match
+from .config import AgentPolicy, Config
 from .errors import AccessDenied
 
 
-def _no_policy(cfg: Config, agent: str, seq: int) -> AccessDenied:
+def no_policy(cfg: Config, agent: str, seq: int | None) -> AccessDenied:
+    """The error for an agent the config (at `seq`, or the current one) has no policy for."""
     names = ", ".join(sorted(cfg.agents)) or "none"
-    return AccessDenied(f"no policy for agent {agent!r} at seq {seq} (agents: {names}); "
+    where = "in the current config" if seq is None else f"at seq {seq}"
+    return AccessDenied(f"no policy for agent {agent!r} {where} (agents: {names}); "
                         "add [agents.<name>] to ctxdb.toml")
 
 
@@ -61,7 +63,7 @@ def reader_policy(cfg_then: Config, cfg_now: Config, agent: str, seq: int, *, au
     """The policy a read of `agent`'s view at `seq` runs under (see the module doc)."""
     then = cfg_then.agent(agent)
     if then is None:
-        raise _no_policy(cfg_then, agent, seq)
+        raise no_policy(cfg_then, agent, seq)
     if auditor is not None:
         check_auditor(cfg_now, auditor)
         return then
@@ -112,10 +114,9 @@ def event_policy(cfg_now: Config, agent: str, forgotten: Iterable[str]) -> Agent
     """The policy an agent's log read runs under: its current grants, minus forgotten subjects."""
     pol = cfg_now.agent(agent)
     if pol is None:
-        raise AccessDenied(f"no policy for agent {agent!r} in the current config; "
-                           "add [agents.<name>] to ctxdb.toml")
+        raise no_policy(cfg_now, agent, None)
     return dataclasses.replace(pol, exclude=frozenset(forgotten))
 
 
 __all__ = ["reader_policy", "check_auditor", "filter_versions", "subject_mask", "event_policy",
-           "may_read_subject_glob", "glob_match"]
+           "may_read_subject_glob", "no_policy", "SYSTEM_AUDITOR"]

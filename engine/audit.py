@@ -133,7 +133,8 @@ def _check_purged(views: "Views", ev, d: dict, lineage) -> AuditReport:
     cfg, _ = views.projector.policy_at(vseq)
     policy_hash = str(d.get("policy_hash") or cfg.hash)
     tok = str(d.get("tokenizer") or views.tokenizer(cfg).name)
-    header = view_header(agent, vseq, views.log.recorded_at_of(vseq), d.get("valid_at"))
+    now_us = views.log.recorded_at_of(vseq)
+    header = view_header(agent, vseq, now_us, d.get("valid_at"))
     entries = list(d["items"])
     views.persist()
     wanted = {str(i["key"]) for i in entries if "key" in i}
@@ -166,10 +167,9 @@ def _check_purged(views: "Views", ev, d: dict, lineage) -> AuditReport:
     composed = view_hash(policy_hash, tok, header, parts, query, renderer=str(d.get("renderer") or RENDERER_VERSION))
     if composed != vhash:
         reasons.append(f"the hash composed from the receipt's items is {composed}, the receipt says {vhash}")
-    as_of = views.log.recorded_at_of(vseq)
     from .events import utc_from_micros
 
-    return AuditReport(ev.id, ev.seq, agent, vseq, utc_from_micros(as_of).isoformat().replace("+00:00", "Z"), query,
+    return AuditReport(ev.id, ev.seq, agent, vseq, utc_from_micros(now_us).isoformat().replace("+00:00", "Z"), query,
                        vhash, composed, not reasons, tuple(reasons), tuple(items), None, d.get("output"), d.get("meta"))
 
 

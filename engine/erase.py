@@ -297,6 +297,8 @@ def _finish(store: "Store", plan: dict[str, Any], say: Callable[[str], None], t0
         key_destroyed=shredded or bool(atrest is not None and atrest.keys.destroyed(subject)))
     data = {k: v for k, v in report.to_dict().items() if k not in ("seconds", "resumed", "receipt_seq")}
     data["stub_subject"] = stub_subject
+    from .store import _now_iso
+
     seq = store.append([{"id": f"purge-{stub_subject[len(PURGED_PREFIX):]}-{plan['tombstone_seq']}", "source": "ctxdb",
                          "type": PURGE_TYPE, "subject": "ctxdb:purge", "time": _now_iso(), "data": data}])[0]
     if seq != report.receipt_seq:
@@ -472,12 +474,6 @@ def purged_stubs(log) -> set[str]:
         if isinstance(s, str) and s.startswith(PURGED_PREFIX):
             out.add(s)
     return out
-
-
-def _now_iso() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 __all__ = ["purge", "resume", "Salt", "PurgeReport", "purged_stubs", "FORGET_TYPE"]

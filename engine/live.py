@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from .access import check_auditor, filter_versions, reader_policy
+from .access import check_auditor, filter_versions, no_policy, reader_policy
 from .config import AgentPolicy, Config
 from .errors import AccessDenied, BadInput, CtxdbError
 from .events import micros
@@ -523,9 +523,7 @@ class Views:
     def _policy(self, cfg: Config, agent: str, seq: int) -> AgentPolicy:
         pol = cfg.agent(agent)
         if pol is None:
-            names = ", ".join(sorted(cfg.agents)) or "none"
-            raise AccessDenied(f"no policy for agent {agent!r} at seq {seq} (agents: {names}); "
-                               "add [agents.<name>] to ctxdb.toml")
+            raise no_policy(cfg, agent, seq)
         return pol
 
     def view_at(self, agent: str, seq: int, *, budget: int | None = None, explain: bool = False,
