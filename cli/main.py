@@ -335,6 +335,43 @@ def hold(
         typer.echo(f"{'released' if release else 'held'} {subject} at seq {seq}")
 
 
+@app.command()
+def retain(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be erased."),
+    now: Optional[str] = typer.Option(None, "--now", help="Measure ages from this time (RFC 3339 or '2h ago'); "
+                                                          "default: the wall clock."),
+    db: Optional[Path] = DbOpt,
+    config: Optional[Path] = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Apply the config's [[retention]] entries: erase every event older than its entry allows
+    (content-free stubs stay in the log, items are re-derived without them), except ctxdb's own
+    events and events about subjects under legal hold (ctxdb hold). Run it from cron."""
+    with _errors():
+        _require_store(db)
+        with ctxdb.open(_path(db), config=config) as store:
+            rep = store.retain(now=now, dry_run=dry_run, progress=None if dry_run else _progress_printer("retain"))
+        if as_json:
+            typer.echo(json.dumps(rep.to_dict()))
+            return
+        if not rep.entries:
+            typer.echo("no [[retention]] entries in the config: nothing to do")
+            return
+        for e in rep.entries:
+            what = f"type {e['type']}" if "type" in e else f"kind {e['kind']}"
+            typer.echo(f"  {what:<24} retain {e['retain']:<6} older than {e['cutoff']}: {e['events']} event(s)")
+        held = f"; {rep.held} kept under legal hold" if rep.held else ""
+        if rep.dry_run:
+            typer.echo(f"dry run at {rep.now}: {rep.events} event(s) would be erased{held}")
+        elif not rep.events:
+            typer.echo(f"retention at {rep.now}: nothing has expired{held}")
+        else:
+            typer.echo(f"retention at {rep.now}: {rep.events} event(s) erased in {rep.segments_rewritten} of "
+                       f"{rep.segments_total} segment(s), {rep.item_versions} item version(s), {rep.embeddings} "
+                       f"embedding(s), {rep.snapshots} snapshot(s), {rep.receipts_rewritten} receipt(s) now with "
+                       f"placeholders{held}; {rep.seconds:.2f} s; receipt at seq {rep.receipt_seq}")
+
+
 @app.command("verify-purge")
 def verify_purge(
     subject: str = typer.Argument(..., help="The purged subject (its identifier is searched for)."),

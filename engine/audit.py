@@ -123,8 +123,9 @@ def _check_purged(views: "Views", ev, d: dict, lineage) -> AuditReport:
       1. the view hash, recomputed from the receipt's header fields and the (kind, hash) of every
          item it lists (purged ones included: their hashes are kept), equals the recorded hash;
       2. every item not purged is, at the view's seq, the version the log derives (same hash);
-      3. every purged item points at a purge receipt (ctxdb.purge) in the log."""
+      3. every purged item points at a purge receipt (ctxdb.purge or ctxdb.retention) in the log."""
     from .projector import PURGE_TYPE
+    from .retention import RETENTION_TYPE
     from .view import RENDERER_VERSION, item_hash, view_header, view_hash
 
     agent, vseq, vhash = str(d["agent"]), int(d["view_seq"]), str(d["view_hash"])
@@ -140,18 +141,20 @@ def _check_purged(views: "Views", ev, d: dict, lineage) -> AuditReport:
     wanted = {str(i["key"]) for i in entries if "key" in i}
     at = {v.key: v for v in views.items.versions_at(vseq) if v.key in wanted}
     items, parts = [], []
-    purges: dict[int, bool] = {}
+    purges: dict[int, str | None] = {}
     for it in entries:
         h = str(it["hash"])
         if "key_hash" in it:
             kind, p = str(it.get("kind", "?")), int(it.get("purged_at", 0))
             if p not in purges:
-                purges[p] = any(e.type == PURGE_TYPE for e in views.log.read(from_seq=p, to_seq=p)) if p > 0 else False
-            if not purges[p]:
+                purges[p] = next((e.type for e in views.log.read(from_seq=p, to_seq=p)
+                                  if e.type in (PURGE_TYPE, RETENTION_TYPE)), None) if p > 0 else None
+            if purges[p] is None:
                 reasons.append(f"purged item {it['key_hash'][:16]}: no purge receipt at seq {p}")
             parts.append((kind, h))
+            how = "erased by retention" if purges[p] == RETENTION_TYPE else "purged"
             items.append(AuditItem(key="purged:" + str(it["key_hash"]), kind=kind, status="purged", recorded_hash=h,
-                                   hash=None, text=None, note=f"purged at seq {p}"))
+                                   hash=None, text=None, note=f"{how} at seq {p}"))
             continue
         key = str(it["key"])
         v = at.get(key)

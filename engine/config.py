@@ -31,6 +31,14 @@
     [view]                                      # tokenizer = "minilm" | "whitespace"
     [embeddings]                                # model = "minilm" | "off", index = "auto" | "flat" | "hnsw",
                                                 # flat_max = 20000 (auto: exact search up to this many)
+    [privacy]                                   # encrypt_subjects = ["user:*"], keys_dir = "..."
+
+    [[retention]]                               # `ctxdb retain` erases events older than this
+    type = "slack.*"                            # event type glob ...
+    retain = "90d"
+    [[retention]]
+    kind = "event"                              # ... or the kind of the items an event projects into
+    retain = "30d"
 
 Every problem is a ConfigError naming the file, the line and the key. A config is identified by
 the hash of its canonical JSON; the store appends it to the log as a policy event whenever it
@@ -178,6 +186,19 @@ class AgentPolicy:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """One [[retention]] entry: events of a type (glob), or events behind items of a kind, whose
+    time is more than `retain_us` before the retention run's now are erased (engine/retention.py)."""
+    type: str | None
+    kind: str | None
+    retain_us: int
+    retain: str                      # as written ("90d")
+
+    def label(self) -> str:
+        return f"type {self.type}" if self.type is not None else f"kind {self.kind}"
+
+
+@dataclass(frozen=True)
 class Config:
     rules: tuple[Rule, ...]
     agents: dict[str, AgentPolicy]
@@ -193,6 +214,7 @@ class Config:
     summarizer: dict = field(default_factory=dict)   # [summarizer]: kind = "template" | "openai", ...
     encrypt_subjects: tuple[str, ...] = ()           # [privacy] encrypt_subjects: per-subject keys at rest
     keys_dir: str | None = None                      # [privacy] keys_dir (default <store>/keys)
+    retention: tuple[Retention, ...] = ()            # [[retention]] entries, in file order
 
     def agent(self, name: str) -> AgentPolicy | None:
         return self.agents.get(name)
@@ -242,7 +264,8 @@ def from_dict(raw: dict[str, Any], *, file: str | None = None, locate: "_Locator
     def fail(path: tuple, message: str, expected: str | None = None) -> ConfigError:
         return ConfigError(message, file=file, line=loc.line(path), field=_dotted(path), expected=expected)
 
-    _only(raw, ("rules", "agents", "defaults", "snapshots", "view", "embeddings", "summarizer", "privacy"), (), fail)
+    _only(raw, ("rules", "agents", "defaults", "snapshots", "view", "embeddings", "summarizer", "privacy",
+                "retention"), (), fail)
     priv = _table(raw, ("privacy",), fail)
     _only(priv, ("encrypt_subjects", "keys_dir"), ("privacy",), fail)
     enc = priv.get("encrypt_subjects", [])
@@ -301,8 +324,40 @@ def from_dict(raw: dict[str, Any], *, file: str | None = None, locate: "_Locator
         snapshot_every=_int(snaps, "every", DEFAULT_SNAPSHOT_EVERY, ("snapshots",), fail, minimum=0),
         snapshot_retain=_int(snaps, "retain", DEFAULT_SNAPSHOT_RETAIN, ("snapshots",), fail, minimum=1),
         tokenizer=tok, raw=raw, hash=canonical_hash(raw), file=file,
-        encrypt_subjects=tuple(enc), keys_dir=keys_dir,
+        encrypt_subjects=tuple(enc), keys_dir=keys_dir, retention=_retention(raw.get("retention", []), fail),
     )
+
+
+def _retention(entries: Any, fail) -> tuple[Retention, ...]:
+    if not isinstance(entries, list):
+        raise fail(("retention",), "`retention` must be an array of tables", '[[retention]] with type or kind, and retain')
+    out = []
+    for i, r in enumerate(entries):
+        path = ("retention", i)
+        if not isinstance(r, dict):
+            raise fail(path, "each [[retention]] entry must be a table", 'type = "slack.*", retain = "90d"')
+        _only(r, ("type", "kind", "retain"), path, fail)
+        if ("type" in r) == ("kind" in r):
+            raise fail(path, "a [[retention]] entry names exactly one of `type` or `kind`",
+                       'type = "slack.*" or kind = "event"')
+        if "retain" not in r:
+            raise fail(path + ("retain",), "missing `retain`", 'a duration like "90d"')
+        retain_us = _duration(r["retain"], path + ("retain",), fail)
+        if retain_us is None:
+            raise fail(path + ("retain",), f"retain = {r['retain']!r} keeps events forever: leave the entry out",
+                       'a finite duration like "90d"')
+        typ = kind = None
+        if "type" in r:
+            typ = _glob(r["type"], path + ("type",), fail)
+            if typ.startswith("ctxdb."):
+                raise fail(path + ("type",), "ctxdb's own events (policies, receipts, tombstones, holds) are not "
+                           "subject to retention", "an application event type glob")
+        else:
+            kind = r["kind"]
+            if kind not in KINDS:
+                raise fail(path + ("kind",), f"unknown kind {kind!r}", " | ".join(KINDS))
+        out.append(Retention(type=typ, kind=kind, retain_us=retain_us, retain=str(r["retain"])))
+    return tuple(out)
 
 
 RULE_KEYS = ("on", "key", "text", "kind", "priority", "ttl", "tags", "pinned", "subject", "retract", "summarize",

@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -50,6 +51,7 @@ from .segment import write_atomic
 from .wal import fsync_dir
 
 if TYPE_CHECKING:
+    from .retention import RetentionReport
     from .store import Store
 
 SALT_FILE = "salt"
@@ -63,8 +65,15 @@ class Salt:
     def __init__(self, root: Path | None) -> None:
         self.root = root
         self._key: bytes | None = None
+        self._lock = threading.Lock()   # segments are rewritten on two threads
 
     def key(self) -> bytes:
+        if self._key is not None:
+            return self._key
+        with self._lock:
+            return self._load()
+
+    def _load(self) -> bytes:
         if self._key is None:
             if self.root is None:
                 self._key = os.urandom(32)
@@ -154,22 +163,32 @@ def purge(store: "Store", subject: str, progress: Callable[[str], None] | None =
         return _finish(store, plan, say, t0)
 
 
-def resume(store: "Store") -> PurgeReport | None:
-    """Roll an interrupted purge forward (called by open() before anything else happens)."""
+def resume(store: "Store") -> "PurgeReport | RetentionReport | None":
+    """Roll an interrupted purge or retention run forward (called by open() before anything
+    else happens)."""
     assert store.path is not None
     f = store.path / JOURNAL
     if not f.exists():
+        # an erasure that died before its journal changed nothing, but may have left the scratch
+        # item store it was projecting (which holds the data it was about to erase)
+        for name in (ITEMS_TMP, "items.retain.duckdb"):
+            for p in (store.path / name, store.path / (name + ".wal")):
+                p.unlink(missing_ok=True)
         return None
     try:
         plan = json.loads(f.read_bytes())
-        plan["subject"]
+        plan["stub_seqs"], plan["receipt_seq"], plan["subject" if plan.get("op") != "retention" else "end"]
     except (ValueError, KeyError, TypeError):
         # written with write_atomic, so never torn; unreadable means damaged: keep it for inspection
         from .errors import CorruptionError
 
-        raise CorruptionError("an interrupted purge left a journal that cannot be read; restore it or "
-                              "remove it and run the purge again", file=str(f)) from None
+        raise CorruptionError("an interrupted purge or retention run left a journal that cannot be read; "
+                              "restore it, or remove it and run it again", file=str(f)) from None
     with store._engine_lock, store.log._lock:
+        if plan.get("op") == "retention":
+            from .retention import finish
+
+            return finish(store, plan, lambda _m: None, time.perf_counter(), resumed=True)
         return _finish(store, plan, lambda _m: None, time.perf_counter(), resumed=True)
 
 
@@ -198,17 +217,25 @@ def _plan(store: "Store", views, subject: str) -> dict[str, Any]:
         m = items._q("SELECT count(*) AS n FROM item_versions WHERE subject != ? AND list_has_any(lineage_seqs, ?::BIGINT[])",
                      [subject, seqs])
         mixed = int(m.column("n")[0].as_py())
-        sset = set(seqs)
-        for ev in store.log.read(type=LLM_TYPE):
-            try:
-                src = set(int(q) for q in ev.json().get("source_seqs", []))
-            except (ValueError, AttributeError, TypeError):
-                continue
-            if src & sset:
-                llm.append(ev.seq)
+        llm = llm_outputs_of(store, seqs)
     open_llm = any(set(r.get("source_seqs", [])) & set(seqs) for r in views.projector.llm_open.values())
     return {"subject": subject, "stub_seqs": sorted(set(seqs) | set(llm)), "keys": keys,
             "hashes": sorted(own - shared), "items_path": "replay" if (mixed or llm or open_llm) else "copy"}
+
+
+def llm_outputs_of(store: "Store", seqs: "list[int]", to_seq: int | None = None) -> list[int]:
+    """Seqs of the LLM outputs (ctxdb.llm events) made from any of `seqs`: they go with them."""
+    sset, out = set(seqs), []
+    if not sset:
+        return out
+    for ev in store.log.read(type=LLM_TYPE, to_seq=to_seq):
+        try:
+            src = set(int(q) for q in ev.json().get("source_seqs", []))
+        except (ValueError, AttributeError, TypeError):
+            continue
+        if src & sset:
+            out.append(ev.seq)
+    return out
 
 
 # ---- doing it -------------------------------------------------------------------------------
@@ -247,34 +274,14 @@ def _finish(store: "Store", plan: dict[str, Any], say: Callable[[str], None], t0
         if len(stub_seqs):
             stub = pc.or_(stub, pc.and_(pc.is_in(t.column("seq"), stub_seqs),
                                         pc.invert(pc.starts_with(t.column("subject"), PURGED_PREFIX))))
-        mask = stub.to_numpy(zero_copy_only=False)
-        cols = {n: t.column(n).to_pylist() for n in ("id", "source", "subject", "time", "data", "meta", "ext", "type")}
-        rec = t.column("recorded_at").cast(pa.int64()).to_pylist()
-        tts = t.column("time_ts").cast(pa.int64()).to_pylist()
-        from .events import utc_from_micros
 
-        for i in np.flatnonzero(mask).tolist():
-            cols["id"][i] = salt.stub_id(cols["source"][i], cols["id"][i])
-            cols["subject"][i] = stub_subject if cols["subject"][i] == subject else salt.stub_subject(cols["subject"][i])
-            cols["time"][i] = utc_from_micros(rec[i]).isoformat().replace("+00:00", "Z")
-            tts[i] = rec[i]
-            cols["data"][i] = "null"
-            cols["meta"][i] = None
-            cols["ext"][i] = None
-            counts["events"] += 1
-        for i, ty in enumerate(cols["type"]):
-            if ty == DECISION_TYPE and not mask[i] and _mentions(cols["data"][i], keys):
-                cols["data"][i] = _rewrite_receipt(cols["data"][i], keys, salt, plan["receipt_seq"])
-                counts["receipts"] += 1
-        out = []
-        for f in t.schema:
-            if f.name in cols:
-                out.append(pa.array(cols[f.name], f.type))
-            elif f.name == "time_ts":
-                out.append(pa.array(tts, pa.int64()).cast(f.type))
-            else:
-                out.append(t.column(f.name))
-        return pa.Table.from_arrays(out, schema=t.schema)
+        def receipt(_seq: int, data: str) -> str:
+            if not _mentions(data, keys):
+                return data
+            counts["receipts"] += 1
+            return _rewrite_receipt(data, keys, salt, plan["receipt_seq"])
+
+        return _stub_rows(t, stub.to_numpy(zero_copy_only=False), salt, subject, counts, receipt)
 
     old, new = store.log.rewrite_segments(find, ["seq", "subject", "type", "data"], transform, progress=say)  # type: ignore[attr-defined]
     say(f"log: {len(new)} segment(s) rewritten")
@@ -307,6 +314,41 @@ def _finish(store: "Store", plan: dict[str, Any], say: Callable[[str], None], t0
     fsync_dir(store.path)
     say(f"purge receipt at seq {seq}")
     return report
+
+
+def _stub_rows(t: pa.Table, mask: np.ndarray, salt: Salt, subject: str | None, counts: dict[str, int],
+               receipt: Callable[[int, str], str]) -> pa.Table:
+    """A segment with the rows of `mask` turned into content-free stubs (seq, recorded_at,
+    source and type kept; id and subject salted hashes; time = recorded_at; data null; meta and
+    extra attributes dropped) and every other decision receipt passed through `receipt(seq, data)`."""
+    from .events import utc_from_micros
+
+    cols = {n: t.column(n).to_pylist() for n in ("id", "source", "subject", "time", "data", "meta", "ext", "type")}
+    rec = t.column("recorded_at").cast(pa.int64()).to_pylist()
+    tts = t.column("time_ts").cast(pa.int64()).to_pylist()
+    seqs = t.column("seq").to_pylist()
+    stub_subject = salt.stub_subject(subject) if subject is not None else None
+    for i in np.flatnonzero(mask).tolist():
+        cols["id"][i] = salt.stub_id(cols["source"][i], cols["id"][i])
+        cols["subject"][i] = stub_subject if cols["subject"][i] == subject else salt.stub_subject(cols["subject"][i])
+        cols["time"][i] = utc_from_micros(rec[i]).isoformat().replace("+00:00", "Z")
+        tts[i] = rec[i]
+        cols["data"][i] = "null"
+        cols["meta"][i] = None
+        cols["ext"][i] = None
+        counts["events"] += 1
+    for i, ty in enumerate(cols["type"]):
+        if ty == DECISION_TYPE and not mask[i] and cols["data"][i]:
+            cols["data"][i] = receipt(seqs[i], cols["data"][i])
+    out = []
+    for f in t.schema:
+        if f.name in cols:
+            out.append(pa.array(cols[f.name], f.type))
+        elif f.name == "time_ts":
+            out.append(pa.array(tts, pa.int64()).cast(f.type))
+        else:
+            out.append(t.column(f.name))
+    return pa.Table.from_arrays(out, schema=t.schema)
 
 
 def _mentions(data: str | None, keys: dict[str, str]) -> bool:

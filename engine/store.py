@@ -39,6 +39,7 @@ from .semantic import Hit, Semantic
 if TYPE_CHECKING:
     from .audit import AuditReport, ReplayReport
     from .erase import PurgeReport
+    from .retention import RetentionReport
     from .verify_purge import ScanReport
     from .etl import LLMWorker
 from .vectors import EmbeddingStore, stored_embedding_state
@@ -228,6 +229,18 @@ class Store:
         from .erase import purge
 
         return purge(self, subject, progress)
+
+    def retain(self, *, now: datetime | str | None = None, dry_run: bool = False,
+               progress: Callable[[str], None] | None = None) -> "RetentionReport":
+        """Apply the config's [[retention]] entries: erase (as a purge does, leaving content-free
+        stubs) every event whose time is older than its entry allows at `now` (default: the
+        wall clock), except ctxdb's own events and events about subjects under legal hold.
+        Items are re-derived without them; receipts that listed erased item versions keep
+        placeholders and still verify; a ctxdb.retention receipt records the counts. With
+        `dry_run`, only reports what would go. Crash-safe like purge()."""
+        from .retention import retain
+
+        return retain(self, now=now, dry_run=dry_run, progress=progress)
 
     def hold(self, subject: str, *, release: bool = False, reason: str | None = None) -> int:
         """Put `subject` under legal hold (or release it): a held subject cannot be purged and
@@ -631,7 +644,8 @@ def open(
             store.close()
             raise
         if rep is not None:
-            log.recovery.messages.append(f"completed an interrupted purge (receipt at seq {rep.receipt_seq})")
+            what = "retention run" if type(rep).__name__ == "RetentionReport" else "purge"
+            log.recovery.messages.append(f"completed an interrupted {what} (receipt at seq {rep.receipt_seq})")
     return store
 
 
