@@ -194,8 +194,11 @@ class Views:
                 _time.sleep(0.5)
 
     # ---- projection ------------------------------------------------------------------------
-    def catch_up(self, to_seq: int | None = None) -> int:
-        """Project everything committed so far (or up to `to_seq`); returns the projected seq."""
+    def catch_up(self, to_seq: int | None = None, *, refresh: bool = True) -> int:
+        """Project everything committed so far (or up to `to_seq`); returns the projected seq.
+        `refresh=False`: only agents with subscribers get their view re-assembled now; the
+        others' are re-assembled when next read (a purge, which closes the engine right after
+        its tombstone, does not pay for views nobody will read)."""
         with self._lock:
             proj = self.projector
             end = self.log.last_seq if to_seq is None else min(to_seq, self.log.last_seq)
@@ -220,7 +223,7 @@ class Views:
             if self.semantic is not None and self.live and writes:
                 self.semantic.enqueue(proj.seq, writes[-1].next_vid - 1,
                                       [(v.hash, v.text) for w in writes for v in w.new if v.op == "upsert"])
-            self._refresh_views()
+            self._refresh_views(subscribed_only=not refresh)
             if self._pending_versions >= WRITE_BEHIND_VERSIONS or \
                     _time.monotonic() - self._last_write >= WRITE_BEHIND_SECONDS or not self.live:
                 self.persist()
@@ -334,9 +337,11 @@ class Views:
             return 0, 0, 0
         return seq, self.log.recorded_at_of(seq), self._policy_version(seq)
 
-    def _refresh_views(self) -> None:
+    def _refresh_views(self, subscribed_only: bool = False) -> None:
         # Agents with subscribers first: their push latency does not wait for the others.
         agents = sorted(self._agents().items(), key=lambda kv: (not self._subs.get(kv[0]), kv[0]))
+        if subscribed_only:
+            agents = [kv for kv in agents if self._subs.get(kv[0])]
         position = self._position()  # the same for every agent
         pushed = False
         for name, pol in agents:
