@@ -117,6 +117,17 @@ def check_receipt(views: "Views", ev, *, lineage: Callable[[tuple[int, ...]], tu
                        not reasons, tuple(reasons), tuple(items), v.text, d.get("output"), d.get("meta"))
 
 
+def _versions_of(items, keys: set[str], seq: int) -> list:
+    """The versions of `keys` valid at `seq` (only those: an agent may see 500k items)."""
+    from .items import SELECT_COLS, rows_to_versions
+
+    if not keys:
+        return []
+    t = items._q(f"SELECT {SELECT_COLS} FROM item_versions WHERE op = 'upsert' AND from_seq <= ? "
+                 "AND (to_seq IS NULL OR to_seq > ?) AND list_contains(?::VARCHAR[], key)", [seq, seq, sorted(keys)])
+    return rows_to_versions(t)
+
+
 def _check_purged(views: "Views", ev, d: dict, lineage) -> AuditReport:
     """A receipt whose view held items purged since: their text is gone, so the view cannot be
     assembled again. What is checked instead:
@@ -139,7 +150,7 @@ def _check_purged(views: "Views", ev, d: dict, lineage) -> AuditReport:
     entries = list(d["items"])
     views.persist()
     wanted = {str(i["key"]) for i in entries if "key" in i}
-    at = {v.key: v for v in views.items.versions_at(vseq) if v.key in wanted}
+    at = {v.key: v for v in _versions_of(views.items, wanted, vseq)}
     items, parts = [], []
     purges: dict[int, str | None] = {}
     for it in entries:

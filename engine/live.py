@@ -150,7 +150,11 @@ class Views:
         self._thread: threading.Thread | None = None
         self._stop = False
         self.error: BaseException | None = None
-        self._init_live()
+        # The live state (every agent's candidates) is built now for a live engine, where pushes
+        # need it; otherwise (compliance replay, audits over a scratch store) on first use.
+        self._live_ready = False
+        if live:
+            self._init_live()
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -211,7 +215,8 @@ class Views:
             writes: list = []
             opened, closed = proj.run(batches, end, self._read_prefix, deferred=writes)
             if proj.config.hash != policy_before or proj.stats.reprojections != reproj_before:
-                self._init_live()
+                if self._live_ready:
+                    self._init_live()
                 self._deny_revoked()
             else:
                 self._apply_changes(opened, closed)
@@ -291,6 +296,7 @@ class Views:
         current = self.projector.current
         tok = self._counter(self.tokenizer(self.projector.config))
         self._cands = {}
+        self._live_ready = True
         for name, pol in self._agents().items():
             vs = [current[k] for k in sorted(current) if allowed(pol, current[k])]
             self._cands[name] = Candidates.build(vs, pol, tok(vs))
@@ -304,7 +310,14 @@ class Views:
                     s._deny(AccessDenied(f"agent {name!r} has no policy from seq {self.projector.seq} on: "
                                          "its subscription was closed"))
 
+    def _cands_of(self, agent: str) -> Candidates:
+        if not self._live_ready:
+            self._init_live()
+        return self._cands[agent]
+
     def _apply_changes(self, opened: list[ItemVersion], closed: list[ItemVersion]) -> None:
+        if not self._live_ready:  # built from the projector's current items when first needed
+            return
         agents = self._agents()
         for v in closed:
             for name in agents:
@@ -327,7 +340,7 @@ class Views:
         seq, now, version = position or self._position()
         if seq == 0:
             return None
-        view = self._assemble(self._cands[name], pol, seq, now, self.projector.uses, self.projector.config, version)
+        view = self._assemble(self._cands_of(name), pol, seq, now, self.projector.uses, self.projector.config, version)
         self._views[name] = view
         return view
 
@@ -441,7 +454,7 @@ class Views:
                     pol = self._policy(cfg, agent, self.projector.seq)
                     seq, now, version = self._position()
                     if seq:
-                        return self._assemble(self._cands[agent], pol, seq, now, self.projector.uses, cfg, version,
+                        return self._assemble(self._cands_of(agent), pol, seq, now, self.projector.uses, cfg, version,
                                               budget=budget, query=query, relevance=self._relevance(query))
                 cfg = self.projector.config
                 pol = self._policy(cfg, agent, self.projector.seq)
@@ -501,7 +514,7 @@ class Views:
                 seq, now, _ = self._position()
                 if not seq:
                     return []
-                C = self._cands[agent]
+                C = self._cands_of(agent)
                 return search_candidates(sem, C, visible(C, pol, now), query, k)
         C, pol, now = self._past_candidates(agent, seq, auditor)
         return search_candidates(sem, C, visible(C, pol, now), query, k)

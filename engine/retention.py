@@ -351,12 +351,10 @@ def _plan(store: "Store", views, tmp: Path, seqs: list[int], end: int) -> dict[s
 
 def _hashes_at(items, keys: Iterable[str], seq: int) -> dict[str, str]:
     """{key: item hash (view.item_hash)} of the versions of `keys` valid at `seq`."""
-    from .items import SELECT_COLS, rows_to_versions
+    from .audit import _versions_of
     from .view import item_hash
 
-    t = items._q(f"SELECT {SELECT_COLS} FROM item_versions WHERE op = 'upsert' AND from_seq <= ? "
-                 "AND (to_seq IS NULL OR to_seq > ?) AND list_contains(?::VARCHAR[], key)", [seq, seq, sorted(keys)])
-    return {v.key: item_hash(v) for v in rows_to_versions(t)}
+    return {v.key: item_hash(v) for v in _versions_of(items, set(keys), seq)}
 
 
 def _placeholders(data: str, lost: set[str], salt, at: int, counts: dict[str, int]) -> str:

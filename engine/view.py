@@ -335,7 +335,7 @@ def assemble(
     def entry(i: int) -> tuple:
         r = None if rel is None else (float(rel.rel[i]), float(rel.cos[i]), float(rel.kw[i]))
         return (live[i], int(counts[i]), float(score[i]), float(recency[i]), float(reinf[i]), int(u[i]),
-                bool(must[i]), r, tuple(live[j] for j in merged.get(i, ())))
+                bool(must[i]), r, live.many(merged.get(i, ())) if i in merged else ())
 
     header = _header(policy.name, seq, now_us, valid_at)
     heading_cost = {kind: tokenizer.count(f"## {title}") for kind, title in SECTIONS}
@@ -458,6 +458,12 @@ class _Picked:
     def __len__(self) -> int:
         return len(self.idx)
 
+    def many(self, js: "Iterable[int]") -> tuple:
+        """items[idx[j]] for every j, built in one go where the items allow it."""
+        ids = [self.idx[j] for j in js]
+        many = getattr(self.items, "many", None)
+        return many(ids) if many is not None else tuple(self.items[i] for i in ids)
+
 
 class _ArrowItems:
     """Rows of an item-store result as ItemVersions, built on first access."""
@@ -476,6 +482,17 @@ class _ArrowItems:
 
             v = self._made[i] = rows_to_versions(self.tbl.slice(i, 1))[0]
         return v
+
+    def many(self, ids: list[int]) -> tuple:
+        """Rows `ids` at once (a merged duplicate group can hold thousands: one take, not a
+        slice per row)."""
+        missing = [i for i in dict.fromkeys(ids) if i not in self._made]
+        if len(missing) > 1:
+            from .items import rows_to_versions
+
+            for i, v in zip(missing, rows_to_versions(self.tbl.take(pa.array(missing, pa.int64())))):
+                self._made[i] = v
+        return tuple(self[i] for i in ids)
 
 
 _STATUS_ORDER = {"included": 0, "evicted by budget": 1, "duplicate": 2, "outside history": 3, "expired": 4,
