@@ -106,6 +106,26 @@ class WriteBatch:
     meta: dict[str, str] = field(default_factory=dict)             # projector state beside the checkpoint
 
 
+def merge_batches(wbs: list[WriteBatch]) -> WriteBatch:
+    """Consecutive projection batches as one, with the same effect when applied: every new
+    version is inserted before any close is applied (a close names a version inserted earlier,
+    possibly in the same list), later state (summary windows, meta) replaces earlier, policies
+    and uses accumulate in order, the last checkpoint wins."""
+    if len(wbs) == 1:
+        return wbs[0]
+    last = wbs[-1]
+    out = WriteBatch(to_seq=last.to_seq, next_vid=last.next_vid, first_vid=wbs[0].first_vid,
+                     python_rules=last.python_rules)
+    for wb in wbs:
+        out.new.extend(wb.new)
+        out.closes.update(wb.closes)
+        out.summary_state.update(wb.summary_state)
+        out.policies.extend(wb.policies)
+        out.uses.extend(wb.uses)
+        out.meta.update(wb.meta)
+    return out
+
+
 def _versions_table(rows: list[ItemVersion]) -> pa.Table:
     cols = list(zip(*(msgspec.structs.astuple(r) for r in rows)))
     return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, ARROW_SCHEMA)], schema=ARROW_SCHEMA)
@@ -280,8 +300,7 @@ class ItemStore:
             con = self._con
             try:
                 con.execute("BEGIN TRANSACTION")
-                for wb in wbs:
-                    self._apply(con, wb)
+                self._apply(con, merge_batches(wbs))  # one INSERT and one UPDATE, not one per batch
                 con.execute("COMMIT")
             except duckdb.Error as exc:
                 try:

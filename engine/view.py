@@ -167,8 +167,42 @@ def allowed(policy: AgentPolicy, v: ItemVersion) -> bool:
 KIND_CODE = {k: i for i, (k, _) in enumerate(SECTIONS)}
 
 
+class _Grow:
+    """A numpy column with amortised O(1) append and pop: the assembly reads `.arr` (a view of
+    the filled part) without converting a Python list per view."""
+
+    __slots__ = ("a", "n")
+
+    def __init__(self, dtype: Any, data: Any = None) -> None:
+        self.a = np.empty(16, dtype) if data is None else np.array(data, dtype=dtype)
+        self.n = 0 if data is None else len(self.a)
+
+    def append(self, x: Any) -> None:
+        if self.n == len(self.a):
+            self.a = np.concatenate([self.a, np.empty(max(16, self.n), self.a.dtype)])
+        self.a[self.n] = x
+        self.n += 1
+
+    def pop(self) -> Any:
+        self.n -= 1
+        return self.a[self.n]
+
+    def __getitem__(self, i: int) -> Any:
+        return self.a[i]
+
+    def __setitem__(self, i: int, x: Any) -> None:
+        self.a[i] = x
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def arr(self) -> np.ndarray:
+        return self.a[:self.n]
+
+
 class Candidates:
-    """Columnar candidate set of one view: parallel lists (item, expiry, time, priority, kind
+    """Columnar candidate set of one view: parallel columns (item, expiry, time, priority, kind
     code, must-include flag, token count) with O(1) add and remove by key. The live path keeps
     one per agent and updates it per commit; a past view builds one from the item store. Both
     feed the same `assemble`, whose result does not depend on candidate order."""
@@ -180,12 +214,12 @@ class Candidates:
         self.items: Any = []                     # list[ItemVersion] (or lazy rows of an Arrow table)
         self.keys: list[str] = []
         self.pos: dict[str, int] = {}
-        self.exp: list[int] = []
-        self.tim: list[int] = []
-        self.prio: list[float] = []
-        self.kind: list[int] = []
-        self.must: list[bool] = []
-        self.tok: list[int] = []
+        self.exp = _Grow(np.int64)
+        self.tim = _Grow(np.int64)
+        self.prio = _Grow(np.float64)
+        self.kind = _Grow(np.int64)
+        self.must = _Grow(np.bool_)
+        self.tok = _Grow(np.int64)
         self.hashes: list[str] = []
         self.hcount: dict[str, int] = {}         # content hash -> candidates with that text
         self.dups = 0                            # hashes held by more than one candidate
@@ -205,17 +239,17 @@ class Candidates:
         c = cls()
         c.items = _ArrowItems(tbl)
         c.keys = tbl.column("key").to_pylist()
-        c.exp = pc.fill_null(tbl.column("expires_us"), _NEVER).to_numpy()
-        c.tim = tbl.column("time_us").to_numpy()
-        c.prio = tbl.column("priority").to_numpy()
+        c.exp = _Grow(np.int64, pc.fill_null(tbl.column("expires_us"), _NEVER).to_numpy())
+        c.tim = _Grow(np.int64, tbl.column("time_us").to_numpy())
+        c.prio = _Grow(np.float64, tbl.column("priority").to_numpy())
         kinds = tbl.column("kind").to_pylist()
-        c.kind = [KIND_CODE[k] for k in kinds]
+        c.kind = _Grow(np.int64, [KIND_CODE[k] for k in kinds])
         pinned = tbl.column("pinned").to_pylist()
-        c.must = [p or k == "axiom" or (bool(policy.pinned) and _pinned(policy.pinned, key))
-                  for p, k, key in zip(pinned, kinds, c.keys)]
+        c.must = _Grow(np.bool_, [bool(p or k == "axiom" or (bool(policy.pinned) and _pinned(policy.pinned, key)))
+                                  for p, k, key in zip(pinned, kinds, c.keys)])
         c.texts = tbl.column("text")
         c.hashes = tbl.column("hash").to_pylist()
-        c.tok = [counts[h] for h in c.hashes]
+        c.tok = _Grow(np.int64, [counts[h] for h in c.hashes])
         for h in c.hashes:
             n = c.hcount.get(h, 0) + 1
             c.hcount[h] = n
@@ -305,11 +339,11 @@ def assemble(
     live = _Picked(items, C.keys, idx.tolist())
     must = must_all[idx]
     tim = tim[idx]
-    counts = np.array(C.tok, dtype=np.int64)[idx]
+    counts = C.tok.arr[idx]
     wp, wr, wu = policy.weight("priority"), policy.weight("recency"), policy.weight("reinforcement")
     hl_table = np.array([np.inf if policy.half_life(k) is None else float(policy.half_life(k)) for k, _ in SECTIONS])
-    hl = hl_table[np.array(C.kind, dtype=np.int64)[idx]]
-    prio = np.array(C.prio, dtype=np.float64)[idx]
+    hl = hl_table[C.kind.arr[idx]]
+    prio = C.prio.arr[idx]
     u = (np.array([uses.get(C.keys[i], 0) for i in live.idx], dtype=np.float64) if uses
          else np.zeros(len(live)))
     age = np.maximum(0, now_us - tim).astype(np.float64)
@@ -405,9 +439,7 @@ _NEVER = np.iinfo(np.int64).max
 def _visible(C: Candidates, policy: AgentPolicy, now_us: int):
     """Mask of candidates not expired at `now_us` and inside the history window (pinned and
     axioms exempt from history), with the expiry, time and must-include columns."""
-    exp = np.array(C.exp, dtype=np.int64)
-    tim = np.array(C.tim, dtype=np.int64)
-    must_all = np.array(C.must, dtype=bool)
+    exp, tim, must_all = C.exp.arr, C.tim.arr, C.must.arr
     keep = exp > now_us
     if policy.history_us is not None:
         keep &= (tim >= now_us - policy.history_us) | must_all
