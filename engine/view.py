@@ -385,10 +385,13 @@ def assemble(
         raise BudgetError(
             f"agent {policy.name!r}: pinned items and axioms need {used} tokens, the budget is {budget}")
     rest = np.flatnonzero(~must & np.isfinite(score))
-    order = _by_score_then_key(rest, score, live)
     evicted: list[tuple] = []
     smallest = int(counts[rest].min()) if len(rest) else 0
-    stop = len(order)
+    # Only the best-scored part of the order is ever walked unless explaining: sort a head
+    # big enough to fill the budget with the smallest items (ties at its edge included).
+    order: Any = (_by_score_then_key(rest, score, live) if explain else
+                  _in_order(rest, score, live, (budget - used) // max(1, smallest) + 1))
+    stop = 0
     for pos, i in enumerate(order):
         if budget - used < smallest:
             stop = pos
@@ -401,6 +404,8 @@ def assemble(
             chosen.append(entry(i))
         elif explain:
             evicted.append(entry(i))
+    else:
+        stop = len(rest)
     if explain:
         evicted.extend(entry(i) for i in order[stop:])
 
@@ -471,6 +476,18 @@ def _by_score_then_key(idx: np.ndarray, score: np.ndarray, live: list[ItemVersio
     for a, b in zip(starts[long].tolist(), ends[long].tolist()):
         out[a:b] = sorted(out[a:b], key=live.key)
     return out
+
+
+def _in_order(idx: np.ndarray, score: np.ndarray, live: Any, head: int):
+    """The order of `_by_score_then_key`, lazily: the `head` best (and whatever ties the last
+    of them) sorted first, the rest only if the caller walks past them."""
+    if len(idx) <= 2 * head:
+        yield from _by_score_then_key(idx, score, live)
+        return
+    neg = -score[idx]
+    edge = np.partition(neg, head - 1)[head - 1]   # the head-th best score (negated)
+    yield from _by_score_then_key(idx[neg <= edge], score, live)
+    yield from _by_score_then_key(idx[neg > edge], score, live)
 
 
 class _Picked:
@@ -590,8 +607,23 @@ def _dedup(C: Candidates, live: "_Picked", must: np.ndarray, score: np.ndarray):
     return must, score, keep, merged, dropped
 
 
+_STATIC: dict[int, tuple] = {}   # id(version) -> (version, time, expires, item hash): live views reuse them
+
+
+def _static(v: ItemVersion) -> tuple:
+    got = _STATIC.get(id(v))
+    if got is not None and got[0] is v:
+        return got
+    if len(_STATIC) > 50_000:
+        _STATIC.clear()
+    got = _STATIC[id(v)] = (v, _iso(utc_from_micros(v.time_us)),
+                            None if v.expires_us is None else _iso(utc_from_micros(v.expires_us)), item_hash(v))
+    return got
+
+
 def _view_item(s: tuple) -> ViewItem:
     v, n, score, recency, reinf, u, must, r, folded = s
+    _, time_s, expires_s, ihash = _static(v)
     seqs, ids = v.lineage_seqs, v.lineage_ids
     if folded:
         pairs = sorted(set(zip(seqs, ids)).union(*(zip(f.lineage_seqs, f.lineage_ids) for f in folded)))
@@ -599,9 +631,7 @@ def _view_item(s: tuple) -> ViewItem:
     return ViewItem(
         key=v.key, kind=v.kind, subject=v.subject, text=v.text, tokens=n, score=round(score, 9),
         priority=v.priority, recency=round(recency, 9), reinforcement=round(reinf, 9), uses=u, pinned=must,
-        tags=v.tags, time=_iso(utc_from_micros(v.time_us)),
-        expires=None if v.expires_us is None else _iso(utc_from_micros(v.expires_us)),
-        hash=item_hash(v), from_seq=v.from_seq, lineage_seqs=seqs, lineage_ids=ids,
+        tags=v.tags, time=time_s, expires=expires_s, hash=ihash, from_seq=v.from_seq, lineage_seqs=seqs, lineage_ids=ids,
         relevance=None if r is None else round(r[0], 9), vector=None if r is None else r[1],
         keyword=None if r is None else r[2], merged=tuple(f.key for f in folded),
         redactions=tuple(msgspec.json.decode(v.meta).get("redactions", ())) if v.meta else ())
