@@ -12,6 +12,7 @@ position (checkpoint), so a crash leaves either all of a batch or none of it.
 from __future__ import annotations
 
 import hashlib
+import operator
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,9 +107,12 @@ class WriteBatch:
     meta: dict[str, str] = field(default_factory=dict)             # projector state beside the checkpoint
 
 
+_GETTERS = [operator.attrgetter(f.name) for f in ARROW_SCHEMA]
+
+
 def _versions_table(rows: list[ItemVersion]) -> pa.Table:
-    cols = list(zip(*(msgspec.structs.astuple(r) for r in rows)))
-    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, ARROW_SCHEMA)], schema=ARROW_SCHEMA)
+    return pa.Table.from_arrays([pa.array(list(map(g, rows)), type=f.type) for g, f in zip(_GETTERS, ARROW_SCHEMA)],
+                                schema=ARROW_SCHEMA)
 
 
 def rows_to_versions(tbl: pa.Table) -> list[ItemVersion]:
@@ -342,6 +346,67 @@ class ItemStore:
                 self._con.close()
             except duckdb.Error:
                 pass
+
+
+class BulkWriter:
+    """Writes the projection batches of a replay (`ctxdb rebuild`, `replay --verify`) into a
+    fresh item store in a few large transactions instead of one per batch.
+
+    A version still open (no `to_seq`) is held in memory until a later batch closes it, so no
+    row is ever UPDATEd; closed and late versions are inserted in chunks of at least `chunk` rows
+    in vid order (large inserts bypass DuckDB's WAL); summary state, policies, uses and meta
+    are folded in batch order (later values replace earlier ones, as the per-batch writes would).
+    Between two flushes the store holds a checkpoint without the open versions: nobody may read
+    it before finish(), which writes the rest with the last batch's checkpoint. The rows stored
+    are the ones the per-batch writes would store (ItemStore.digest is equal)."""
+
+    def __init__(self, store: ItemStore, chunk: int = 250_000) -> None:
+        self.store = store
+        self.chunk = chunk
+        self._open: dict[int, ItemVersion] = {}     # vid -> version not closed yet
+        self._done: list[ItemVersion] = []          # closed or late versions not written yet
+        self._closes: dict[int, int] = {}           # closes of versions already in the store
+        self._wb = WriteBatch(to_seq=0, next_vid=1)
+
+    def __call__(self, wb: WriteBatch) -> None:
+        self.append(wb)
+
+    def append(self, wb: WriteBatch) -> None:
+        opened, done = self._open, self._done
+        for vid, seq in wb.closes.items():
+            v = opened.pop(vid, None)
+            if v is None:
+                self._closes[vid] = seq
+            else:
+                done.append(v.closed(seq))
+        for v in wb.new:
+            if v.to_seq is None:
+                opened[v.vid] = v
+            else:
+                done.append(v)
+        acc = self._wb
+        acc.to_seq, acc.next_vid, acc.python_rules = wb.to_seq, wb.next_vid, wb.python_rules
+        acc.summary_state.update(wb.summary_state)
+        acc.policies += wb.policies
+        acc.uses += wb.uses
+        acc.meta.update(wb.meta)
+        if len(done) >= self.chunk:
+            self._write(final=False)
+
+    def finish(self) -> None:
+        """Write everything held back, with the last checkpoint."""
+        self._done += self._open.values()
+        self._open = {}
+        self._write(final=True)
+
+    def _write(self, final: bool) -> None:
+        acc = self._wb
+        acc.new = sorted(self._done, key=operator.attrgetter("vid"))
+        self._done = []
+        if final:
+            acc.closes, self._closes = self._closes, {}
+        self.store.write(acc)
+        self._wb = WriteBatch(to_seq=acc.to_seq, next_vid=acc.next_vid, python_rules=acc.python_rules)
 
 
 def like_pattern(glob: str) -> str:
