@@ -105,6 +105,7 @@ class WriteBatch:
     uses: list[tuple[str, int, str]] = field(default_factory=list)
     python_rules: str = ""
     meta: dict[str, str] = field(default_factory=dict)             # projector state beside the checkpoint
+    new_table: pa.Table | None = None                               # more new versions, as rows of ARROW_SCHEMA
 
 
 _GETTERS = [operator.attrgetter(f.name) for f in ARROW_SCHEMA]
@@ -295,8 +296,7 @@ class ItemStore:
                 raise CtxdbError(f"item store write failed ({self.path}): {exc}") from None
 
     def _apply(self, con, wb: WriteBatch) -> None:
-        if wb.new:
-            new_tbl = _versions_table(wb.new)  # noqa: F841 (read by DuckDB by name)
+        for new_tbl in ([_versions_table(wb.new)] if wb.new else []) + ([wb.new_table] if wb.new_table else []):
             if self.atrest is not None:
                 new_tbl = self.atrest.encrypt_texts(new_tbl)
             con.execute("INSERT INTO item_versions SELECT * FROM new_tbl")
@@ -353,8 +353,10 @@ class BulkWriter:
     fresh item store in a few large transactions instead of one per batch.
 
     A version still open (no `to_seq`) is held in memory until a later batch closes it, so no
-    row is ever UPDATEd; closed and late versions are inserted in chunks of at least `chunk` rows
-    in vid order (large inserts bypass DuckDB's WAL); summary state, policies, uses and meta
+    row is ever UPDATEd; closed and late versions are converted to Arrow as they complete (while
+    hot in the CPU cache) and inserted in chunks of at least `chunk` rows (large inserts bypass
+    DuckDB's WAL). Rows are stored in the order they complete, not in vid order: every reader
+    orders by vid or key (or, like views, does not depend on order). Summary state, policies, uses and meta
     are folded in batch order (later values replace earlier ones, as the per-batch writes would).
     Between two flushes the store holds a checkpoint without the open versions: nobody may read
     it before finish(), which writes the rest with the last batch's checkpoint. The rows stored
@@ -364,7 +366,9 @@ class BulkWriter:
         self.store = store
         self.chunk = chunk
         self._open: dict[int, ItemVersion] = {}     # vid -> version not closed yet
-        self._done: list[ItemVersion] = []          # closed or late versions not written yet
+        self._done: list[ItemVersion] = []          # closed or late versions not converted yet
+        self._tables: list[pa.Table] = []           # converted ones (while still hot in the CPU cache)
+        self._rows = 0
         self._closes: dict[int, int] = {}           # closes of versions already in the store
         self._wb = WriteBatch(to_seq=0, next_vid=1)
 
@@ -390,19 +394,25 @@ class BulkWriter:
         acc.policies += wb.policies
         acc.uses += wb.uses
         acc.meta.update(wb.meta)
-        if len(done) >= self.chunk:
+        if done:
+            self._tables.append(_versions_table(done))
+            self._rows += len(done)
+            self._done = []
+        if self._rows >= self.chunk:
             self._write(final=False)
 
     def finish(self) -> None:
         """Write everything held back, with the last checkpoint."""
-        self._done += self._open.values()
+        if self._open:
+            self._tables.append(_versions_table(list(self._open.values())))
         self._open = {}
         self._write(final=True)
 
     def _write(self, final: bool) -> None:
         acc = self._wb
-        acc.new = sorted(self._done, key=operator.attrgetter("vid"))
-        self._done = []
+        if self._tables:
+            acc.new_table = pa.concat_tables(self._tables)
+        self._tables, self._rows = [], 0
         if final:
             acc.closes, self._closes = self._closes, {}
         self.store.write(acc)
