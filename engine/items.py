@@ -296,7 +296,7 @@ class ItemStore:
                 raise CtxdbError(f"item store write failed ({self.path}): {exc}") from None
 
     def _apply(self, con, wb: WriteBatch) -> None:
-        for new_tbl in ([_versions_table(wb.new)] if wb.new else []) + ([wb.new_table] if wb.new_table else []):
+        for new_tbl in ([_versions_table(wb.new)] if wb.new else []) + ([wb.new_table] if wb.new_table is not None else []):
             if self.atrest is not None:
                 new_tbl = self.atrest.encrypt_texts(new_tbl)
             con.execute("INSERT INTO item_versions SELECT * FROM new_tbl")
