@@ -12,6 +12,7 @@ position (checkpoint), so a crash leaves either all of a batch or none of it.
 from __future__ import annotations
 
 import hashlib
+import operator
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,10 @@ class WriteBatch:
     uses: list[tuple[str, int, str]] = field(default_factory=list)
     python_rules: str = ""
     meta: dict[str, str] = field(default_factory=dict)             # projector state beside the checkpoint
+    new_table: pa.Table | None = None                               # more new versions, as rows of ARROW_SCHEMA
+
+
+_GETTERS = [operator.attrgetter(f.name) for f in ARROW_SCHEMA]
 
 
 def merge_batches(wbs: list[WriteBatch]) -> WriteBatch:
@@ -127,8 +132,8 @@ def merge_batches(wbs: list[WriteBatch]) -> WriteBatch:
 
 
 def _versions_table(rows: list[ItemVersion]) -> pa.Table:
-    cols = list(zip(*(msgspec.structs.astuple(r) for r in rows)))
-    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, ARROW_SCHEMA)], schema=ARROW_SCHEMA)
+    return pa.Table.from_arrays([pa.array(list(map(g, rows)), type=f.type) for g, f in zip(_GETTERS, ARROW_SCHEMA)],
+                                schema=ARROW_SCHEMA)
 
 
 def rows_to_versions(tbl: pa.Table) -> list[ItemVersion]:
@@ -310,8 +315,7 @@ class ItemStore:
                 raise CtxdbError(f"item store write failed ({self.path}): {exc}") from None
 
     def _apply(self, con, wb: WriteBatch) -> None:
-        if wb.new:
-            new_tbl = _versions_table(wb.new)  # noqa: F841 (read by DuckDB by name)
+        for new_tbl in ([_versions_table(wb.new)] if wb.new else []) + ([wb.new_table] if wb.new_table is not None else []):
             if self.atrest is not None:
                 new_tbl = self.atrest.encrypt_texts(new_tbl)
             con.execute("INSERT INTO item_versions SELECT * FROM new_tbl")
@@ -361,6 +365,77 @@ class ItemStore:
                 self._con.close()
             except duckdb.Error:
                 pass
+
+
+class BulkWriter:
+    """Writes the projection batches of a replay (`ctxdb rebuild`, `replay --verify`) into a
+    fresh item store in a few large transactions instead of one per batch.
+
+    A version still open (no `to_seq`) is held in memory until a later batch closes it, so no
+    row is ever UPDATEd; closed and late versions are converted to Arrow as they complete (while
+    hot in the CPU cache) and inserted in chunks of at least `chunk` rows (large inserts bypass
+    DuckDB's WAL). Rows are stored in the order they complete, not in vid order: every reader
+    orders by vid or key (or, like views, does not depend on order). Summary state, policies, uses and meta
+    are folded in batch order (later values replace earlier ones, as the per-batch writes would).
+    Between two flushes the store holds a checkpoint without the open versions: nobody may read
+    it before finish(), which writes the rest with the last batch's checkpoint. The rows stored
+    are the ones the per-batch writes would store (ItemStore.digest is equal)."""
+
+    def __init__(self, store: ItemStore, chunk: int = 250_000) -> None:
+        self.store = store
+        self.chunk = chunk
+        self._open: dict[int, ItemVersion] = {}     # vid -> version not closed yet
+        self._done: list[ItemVersion] = []          # closed or late versions not converted yet
+        self._tables: list[pa.Table] = []           # converted ones (while still hot in the CPU cache)
+        self._rows = 0
+        self._closes: dict[int, int] = {}           # closes of versions already in the store
+        self._wb = WriteBatch(to_seq=0, next_vid=1)
+
+    def __call__(self, wb: WriteBatch) -> None:
+        self.append(wb)
+
+    def append(self, wb: WriteBatch) -> None:
+        opened, done = self._open, self._done
+        for vid, seq in wb.closes.items():
+            v = opened.pop(vid, None)
+            if v is None:
+                self._closes[vid] = seq
+            else:
+                done.append(v.closed(seq))
+        for v in wb.new:
+            if v.to_seq is None:
+                opened[v.vid] = v
+            else:
+                done.append(v)
+        acc = self._wb
+        acc.to_seq, acc.next_vid, acc.python_rules = wb.to_seq, wb.next_vid, wb.python_rules
+        acc.summary_state.update(wb.summary_state)
+        acc.policies += wb.policies
+        acc.uses += wb.uses
+        acc.meta.update(wb.meta)
+        if done:
+            self._tables.append(_versions_table(done))
+            self._rows += len(done)
+            self._done = []
+        if self._rows >= self.chunk:
+            self._write(final=False)
+
+    def finish(self) -> None:
+        """Write everything held back, with the last checkpoint."""
+        if self._open:
+            self._tables.append(_versions_table(list(self._open.values())))
+        self._open = {}
+        self._write(final=True)
+
+    def _write(self, final: bool) -> None:
+        acc = self._wb
+        if self._tables:
+            acc.new_table = pa.concat_tables(self._tables)
+        self._tables, self._rows = [], 0
+        if final:
+            acc.closes, self._closes = self._closes, {}
+        self.store.write(acc)
+        self._wb = WriteBatch(to_seq=acc.to_seq, next_vid=acc.next_vid, python_rules=acc.python_rules)
 
 
 def like_pattern(glob: str) -> str:

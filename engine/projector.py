@@ -36,8 +36,8 @@ import pyarrow.compute as pc
 from .config import Config, Rule, default_config, from_dict, glob_match, parse_duration
 from .errors import ConfigError
 from .events import Event, utc_from_micros
-from .items import ItemStore, ItemVersion, Policy, WriteBatch, content_hash
-from .redact import redact
+from .items import ItemStore, ItemVersion, Policy, WriteBatch
+from .fastrules import Batch, FastRule, compile_rule, render_row, seal, seal_rows, time_strings
 from .template import EventContext, MissingField
 
 SYSTEM_PREFIX = "ctxdb."
@@ -116,6 +116,7 @@ class Projector:
         self.summaries: dict[tuple[str, str], tuple[int, list[str]]] = self.items.summary_state()
         self.uses: dict[str, int] = self.items.uses_at(self.seq)
         self._rule_cache: dict[str, list[Rule]] = {}
+        self._fast_cache: dict[str, _FastRules | None] = {}
         raw = self.items.get_meta("llm_open")
         self.llm_open: dict[str, dict] = msgspec.json.decode(raw) if raw else {}
         raw = self.items.get_meta("forgotten")
@@ -168,13 +169,30 @@ class Projector:
             self._rule_cache[event_type] = r
         return r
 
+    def _fast_for(self, event_type: str) -> "_FastRules | None":
+        """The compiled rules for `event_type` if every rule of it is simple (fastrules), else
+        None (the per-event path)."""
+        try:
+            return self._fast_cache[event_type]
+        except KeyError:
+            pass
+        fr = None
+        rules = self._rules_for(event_type)
+        if rules and not self.python_rules and not event_type.startswith(SYSTEM_PREFIX):
+            compiled = [compile_rule(r) for r in rules]
+            if all(c is not None for c in compiled):
+                fr = _FastRules(compiled)  # type: ignore[arg-type]
+        self._fast_cache[event_type] = fr
+        return fr
+
     # ---- projecting ----------------------------------------------------------------------
     def run(self, batches: Iterable[pa.RecordBatch], to_seq: int,
             read_prefix: Callable[[int], Iterator[pa.RecordBatch]] | None = None,
-            deferred: list[WriteBatch] | None = None) -> tuple[list, list]:
+            deferred: Any = None) -> tuple[list, list]:
         """Project `batches` (events after self.seq, up to `to_seq`); write them with the
-        checkpoint (or, with `deferred`, hand the writes to the caller, who must write them in
-        order before serving any past view). Returns (opened, closed) item versions for live
+        checkpoint (or, with `deferred` — a list, or anything with `append(WriteBatch)` such as
+        items.BulkWriter — hand the writes to the caller, who must write them in order before
+        serving any past view). Returns (opened, closed) item versions for live
         views. `read_prefix(seq)` reads events 1..seq-1 (re-projection after a rules change)."""
         opened: list[ItemVersion] = []
         closed: list[ItemVersion] = []
@@ -187,7 +205,7 @@ class Projector:
             self._flush(WriteBatch(to_seq=to_seq, next_vid=self.next_vid), deferred)
         return opened, closed
 
-    def _flush(self, wb: WriteBatch, deferred: list[WriteBatch] | None = None) -> None:
+    def _flush(self, wb: WriteBatch, deferred: Any = None) -> None:
         wb.to_seq, wb.next_vid = self.seq, self.next_vid
         wb.python_rules = ",".join(n for n, _, _ in self.python_rules)
         if deferred is not None:
@@ -219,9 +237,25 @@ class Projector:
             cols["recorded_at"] = b.column("recorded_at").cast(pa.int64()).to_pylist()
             cols["time_ts"] = b.column("time_ts").cast(pa.int64()).to_pylist()
             names = list(cols)
-            for vals in zip(*cols.values()):
-                row = dict(zip(names, vals))
-                t = row["type"]
+            B = Batch(cols, _BatchTimes(self, b))
+            types, subjects, seqs = B.type, B.subject, B.seq
+            # rules stay the same through the batch unless it holds a policy event: then render
+            # row by row, after the rows before have been projected
+            pre = None if POLICY_TYPE in B.type else self._prerender(B, b.num_rows)
+            for r in range(b.num_rows):
+                t = types[r]
+                fr = self._fast_for(t)
+                if fr is not None:  # only simple template rules: the compiled fast path
+                    subj = subjects[r]
+                    if not (subj in self.forgotten or subj.startswith(PURGED_PREFIX)
+                            or (self.purged and self._was_purged(subj))):
+                        recs = pre[r] if pre is not None else seal_rows(
+                            [render_row(fr.rules, fr.needs_data, fr.needs_meta, B, r)])[0]
+                        self._fast_row(fr, recs, B, r, seqs[r] if at is None else at, wb, opened, closed)
+                    if at is None:
+                        self.seq = seqs[r]
+                    continue
+                row = {c: cols[c][r] for c in names}
                 rules = self._rules_for(t)
                 system = t.startswith(SYSTEM_PREFIX)
                 pos = row["seq"] if at is None else at
@@ -276,6 +310,7 @@ class Projector:
             wb.policies.append(pol)
             self.config = cfg
             self._rule_cache = {}
+            self._fast_cache = {}
             if rules_fingerprint(cfg, self.python_rules) != old_rules and read_prefix is not None and row["seq"] > 1:
                 self._reproject(row["seq"], wb, opened, closed, read_prefix)
 
@@ -378,22 +413,60 @@ class Projector:
                 else:
                     raise ConfigError(f"Python rule {name} returned {op!r}", expected="ctxdb.Upsert or ctxdb.Retract")
 
+    def _prerender(self, B: Batch, n: int) -> list:
+        """First pass over a batch: render the rules of every fast row (pure: reads no projector
+        state), then redact and hash all texts at once. Entry r is None (not a fast row) or, per
+        rule, (key, text, subject, tags, meta, hash) or the exception rendering raised (raised
+        again, or counted as a skip, only if the second pass reaches the row)."""
+        out: list = [None] * n
+        fast_for, types = self._fast_for, B.type
+        for r in range(n):
+            fr = fast_for(types[r])
+            if fr is not None:
+                out[r] = render_row(fr.rules, fr.needs_data, fr.needs_meta, B, r)
+        seal_rows(out)
+        return out
+
+    def _fast_row(self, fr: "_FastRules", recs: list, B: Batch, r: int, pos: int, wb: WriteBatch,
+                  opened, closed) -> None:
+        """_apply for row r of a batch whose event type has only simple rules (fastrules);
+        `recs` are the row's rendered rules (see _prerender)."""
+        stats = self.stats
+        t, seqs, ids = B.time_ts[r], (B.seq[r],), (B.id[r],)
+        for f, rec in zip(fr.rules, recs):
+            stats.matched += 1
+            if type(rec) is not tuple:
+                if isinstance(rec, MissingField):
+                    stats.skipped += 1
+                    stats.last_skip = f"{f.rule.name} at seq {B.seq[r]}: event has no `{rec.path}`"
+                    continue
+                raise rec
+            key, text, subject, tags, meta, h = rec
+            rule = f.rule
+            self._put(key, text, meta, h, subject, rule.kind, rule.priority, rule.pinned, tags, f.ttl_us,
+                      t, seqs, ids, pos, rule.name, wb, opened, closed)
+
     def _upsert(self, key, text, subject, kind, priority, pinned, tags, ttl_us, row, pos, rule, wb,
                 opened, closed, *, time_us=None, lineage=None) -> ItemVersion | None:
         if subject in self.forgotten or (self.purged and self._was_purged(subject)):
             return None  # a rule naming a forgotten subject from another subject's event
         t = row["time_ts"] if time_us is None else time_us
-        text, red = redact(text)  # secrets never enter an item (nor its embedding, index, snapshots)
-        meta = None if not red else msgspec.json.encode(
-            {"redactions": [{"kind": r.kind, "start": r.start, "end": r.end} for r in red]}).decode()
-        cur = self.current.get(key)
-        late = t < self.last_time.get(key, t)
         seqs, ids = lineage or ((row["seq"],), (row["id"],))
-        v = ItemVersion(
-            vid=self.next_vid, key=key, op="upsert", subject=subject, kind=kind, text=text,
-            priority=priority, pinned=pinned, tags=tags, time_us=t,
-            expires_us=None if ttl_us is None else t + ttl_us, hash=content_hash(text),
-            from_seq=pos, to_seq=pos if late else None, lineage_seqs=seqs, lineage_ids=ids, rule=rule, meta=meta)
+        text, meta, h = seal(text)  # secrets never enter an item (nor its embedding, index, snapshots)
+        return self._put(key, text, meta, h, subject, kind, priority, pinned, tags, ttl_us, t, seqs, ids, pos, rule,
+                         wb, opened, closed)
+
+    def _put(self, key, text, meta, h, subject, kind, priority, pinned, tags, ttl_us, t, seqs, ids, pos, rule, wb,
+             opened, closed) -> ItemVersion | None:
+        """Store an upsert whose text is already redacted (`meta`) and hashed (`h`)."""
+        if subject in self.forgotten or (self.purged and self._was_purged(subject)):
+            return None  # a rule naming a forgotten subject from another subject's event
+        cur = self.current.get(key)
+        lt = self.last_time.get(key)
+        late = lt is not None and t < lt
+        v = ItemVersion(self.next_vid, key, "upsert", subject, kind, text, priority, pinned, tags, t,
+                        None if ttl_us is None else t + ttl_us, h, pos, pos if late else None,
+                        seqs, ids, rule, meta)
         self.next_vid += 1
         wb.new.append(v)
         if late:
@@ -520,3 +593,35 @@ class Projector:
         if self.llm_open.pop(key, None) is not None:
             wb.meta["llm_open"] = msgspec.json.encode(self.llm_open).decode()
 
+
+
+class _FastRules:
+    """The compiled rules of one event type (all simple)."""
+
+    __slots__ = ("rules", "needs_data", "needs_meta", "times")
+
+    def __init__(self, rules: list[FastRule]) -> None:
+        self.rules = rules
+        self.needs_data = any(f.needs_data for f in rules)
+        self.needs_meta = any(f.needs_meta for f in rules)
+        self.times = set().union(*(f.times for f in rules))
+
+
+class _BatchTimes(dict):
+    """Batch.times: the formatted times of one batch, computed (with pyarrow) the first time a
+    compiled rule asks for a (field, spec), for the rows of the event types that need it; the
+    others read None and format in Python, so a rules change inside the batch stays exact."""
+
+    def __init__(self, proj: Projector, b: pa.RecordBatch) -> None:
+        super().__init__()
+        self._proj, self._b = proj, b
+
+    def __missing__(self, key: tuple[str, str]) -> list:
+        field_, spec = key
+        b = self._b
+        want = [t for t in pc.unique(b.column("type")).to_pylist()
+                if (fr := self._proj._fast_for(t)) is not None and key in fr.times]
+        mask = pc.is_in(b.column("type"), pa.array(want, pa.string()))
+        col = b.column("time_ts" if field_ == "time" else "recorded_at").cast(pa.int64())
+        self[key] = out = time_strings(col, spec, mask)
+        return out

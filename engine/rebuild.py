@@ -12,7 +12,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from .items import ItemStore
+from .items import BulkWriter, ItemStore
 from .erase import purged_stubs
 from .projector import PROJECT_COLUMNS, Projector
 from .snapshot import ITEMS_FILE, _fsync_dir
@@ -61,7 +61,8 @@ def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None]
 
 
 def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], None] | None = None) -> None:
-    """Project events 1..end of `log` with `proj` (a fresh projector), reporting progress."""
+    """Project events 1..end of `log` with `proj` (a fresh projector over a fresh item store,
+    which nobody may read before this returns), reporting progress."""
     def batches():
         done = 0
         for b in log.read_batches(from_seq=1, to_seq=end, columns=PROJECT_COLUMNS):
@@ -70,4 +71,8 @@ def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], N
                 progress(done, end)
             yield b
 
-    proj.run(batches(), end, lambda at: log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS))
+    # the store is fresh and read only when the replay is done: write it in bulk
+    writer = BulkWriter(proj.items)
+    proj.run(batches(), end, lambda at: log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS),
+             deferred=writer)
+    writer.finish()

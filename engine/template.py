@@ -145,24 +145,29 @@ class EventContext:
     def get(self, path: tuple[str, ...]) -> Any:
         root = path[0]
         if root == "data" or root == "meta":
-            value = self.data if root == "data" else self.meta
-            for i in range(1, len(path)):
-                part = path[i]
-                try:
-                    value = value[part]
-                except KeyError:
-                    raise MissingField(".".join(path[: i + 1])) from None
-                except TypeError:
-                    if isinstance(value, list) and part.isdigit() and int(part) < len(value):
-                        value = value[int(part)]
-                    else:
-                        raise MissingField(".".join(path[: i + 1])) from None
-            return value
+            return walk(self.data if root == "data" else self.meta, path)
         if root == "time":
             return self.time_dt
         if root == "recorded_at":
             return self.recorded_dt
         return self.env[root]
+
+
+def walk(value: Any, path: tuple[str, ...]) -> Any:
+    """The value at `path[1:]` inside the decoded JSON `value` (the root `path[0]` is `data` or
+    `meta`); a list is indexed by a digit part. Raises MissingField naming the first absent step."""
+    for i in range(1, len(path)):
+        part = path[i]
+        try:
+            value = value[part]
+        except KeyError:
+            raise MissingField(".".join(path[: i + 1])) from None
+        except TypeError:
+            if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                raise MissingField(".".join(path[: i + 1])) from None
+    return value
 
 
 def _format(value: Any, spec: str) -> str:

@@ -1,0 +1,279 @@
+"""The projector's fast path: template rules compiled to Python functions, and batch helpers.
+
+A *simple* rule — a template rule that upserts (no `retract`, `summarize` or `llm`) — is compiled
+into one function that renders its key, text, subject and tags for one event, given the event's
+decoded `data`/`meta` and the batch's columns. The projector (Projector._fast_row) runs it for the
+rows whose event type has only simple rules and does the version bookkeeping itself; every other
+row (system events, Python rules, retracts, summaries, LLM requests, purged subjects) takes the
+per-event path. Both paths must produce identical item versions; tests/test_fastpath.py compares
+them on awkward inputs.
+
+What makes the compiled functions exact copies of Template.render:
+  - JSON paths are read with a plain subscript chain first; on any KeyError/TypeError the path
+    is walked again by template.walk, the function EventContext.get uses (list indexes, the
+    MissingField naming the first absent step);
+  - values are formatted by template._format, except the two cases it returns unchanged
+    (a str without spec) or as str() (an int without spec), which are inlined;
+  - parts are evaluated in the order Template.render evaluates them (key, text, subject, tags),
+    so the first missing field reported is the same.
+Times (`{time}`, `{time:%Y-%m-%d}`, `{recorded_at...}`) are formatted for the whole batch with
+pyarrow when the spec uses only directives whose output pyarrow and CPython agree on (checked by
+the tests) and the time lies in 1970..9999; other rows fall back to datetime.strftime.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import msgspec
+
+from .config import Rule
+from .items import content_hash
+from .redact import redact
+from .events import utc_from_micros
+from .redact import _PRECHECK
+from .template import ENVELOPE_FIELDS, MissingField, Template, _format, walk
+
+__all__ = ["Batch", "FastRule", "compile_rule", "may_redact", "render_row", "seal", "seal_rows", "time_strings"]
+
+# strftime directives whose output pyarrow (C++ date library, "C" locale) and CPython/glibc agree
+# on for years 1970..9999; names of days and months, %c, %x, %Z etc. are left to Python.
+_ARROW_DIRECTIVES = set("YmdHMS%")
+_MAX_US = 253_402_300_800_000_000  # 10000-01-01T00:00:00Z
+_DIRECTIVE = re.compile(r"%(.)", re.S)
+
+# A text can only be changed by redact() if one of its trigger substrings occurs in text.lower()
+# or it could hold a card number: 13+ contiguous digits, or 4 digits followed by at least two
+# separated groups of 3-6 digits (redact._card_at: a grouped card starts with 4 digits, the others
+# have 3-6, and 13 digits need at least three groups). Texts matching neither are returned
+# unchanged by redact(), so the projector skips the call.
+_TRIGGER_RE = "|".join(re.escape(t) for t in _PRECHECK)
+_CARD_RE = r"[0-9]{13}|[0-9]{4}[ -][0-9]{3,6}[ -][0-9]{3,6}"
+_TRIGGER_RX = re.compile(_TRIGGER_RE)
+_CARD_RX = re.compile(_CARD_RE)
+
+
+def may_redact(text: str) -> bool:
+    """False only if redact(text) is certainly (text, ())."""
+    return _CARD_RX.search(text) is not None or _TRIGGER_RX.search(text.lower()) is not None
+
+
+def may_redact_many(texts: list[str]) -> list[bool]:
+    """may_redact of each text, with RE2 over the whole list; texts that are not ASCII (where
+    str.lower() and RE2's case folding could differ) are checked by may_redact itself."""
+    if not texts:
+        return []
+    try:
+        arr = pa.array(texts, pa.string())
+    except (UnicodeError, pa.ArrowException):  # e.g. a lone surrogate: let Python decide
+        return [may_redact(t) for t in texts]
+    hit = pc.or_(pc.match_substring_regex(arr, _CARD_RE),
+                 pc.match_substring_regex(arr, _TRIGGER_RE, ignore_case=True)).to_pylist()
+    ascii_ = pc.string_is_ascii(arr).to_pylist()
+    return [h if a else may_redact(t) for h, a, t in zip(hit, ascii_, texts)]
+
+
+def seal(text: str) -> tuple[str, str | None, str]:
+    """(redacted text, item meta recording the redactions or None, content hash)."""
+    meta = None
+    if may_redact(text):
+        text, meta = _redacted(text)
+    return text, meta, content_hash(text)
+
+
+def _redacted(text: str) -> tuple[str, str | None]:
+    text, red = redact(text)
+    return text, None if not red else msgspec.json.encode(
+        {"redactions": [{"kind": r.kind, "start": r.start, "end": r.end} for r in red]}).decode()
+
+
+def render_row(rules: list["FastRule"], needs_data: bool, needs_meta: bool, B: "Batch", r: int) -> list:
+    """Render each rule for row r: (key, text, subject, tags) or the exception raised."""
+    try:
+        d = msgspec.json.decode(B.data[r]) if needs_data else None
+        raw = B.meta[r] if needs_meta else None
+        m = None if raw is None else msgspec.json.decode(raw)
+    except Exception as exc:  # noqa: BLE001 (raised again where the per-event path would raise it)
+        return [exc] * len(rules)
+    out: list = []
+    for f in rules:
+        try:
+            out.append(f.render(d, m, B, r))
+        except Exception as exc:  # noqa: BLE001 (MissingField: a skip; anything else: raised later)
+            out.append(exc)
+    return out
+
+
+def seal_rows(rows: list) -> list:
+    """Redact and hash, in place, the texts of rendered rows (lists from render_row, or None):
+    each (key, text, subject, tags) becomes (key, text, subject, tags, meta, hash)."""
+    texts = [rec[1] for recs in rows if recs is not None for rec in recs if type(rec) is tuple]
+    flags = may_redact_many(texts) if len(texts) > 64 else [may_redact(t) for t in texts]
+    i = 0
+    for recs in rows:
+        if recs is None:
+            continue
+        for j, rec in enumerate(recs):
+            if type(rec) is tuple:
+                text, meta = rec[1], None
+                if flags[i]:
+                    text, meta = _redacted(text)
+                recs[j] = (rec[0], text, rec[2], rec[3], meta, content_hash(text))
+                i += 1
+    return rows
+
+
+class Batch:
+    """Columns of one batch of events as Python lists (row r of each), plus the formatted times
+    the compiled rules ask for: times[(field, spec)][r] is the text or None (format it in Python)."""
+
+    __slots__ = ("seq", "id", "source", "type", "subject", "time_ts", "recorded_at", "data", "meta", "times")
+
+    def __init__(self, cols: dict[str, list], times: dict[tuple[str, str], list]) -> None:
+        self.seq, self.id, self.source = cols["seq"], cols["id"], cols["source"]
+        self.type, self.subject = cols["type"], cols["subject"]
+        self.time_ts, self.recorded_at = cols["time_ts"], cols["recorded_at"]
+        self.data, self.meta = cols["data"], cols["meta"]
+        self.times = times
+
+
+class FastRule:
+    """A simple rule compiled: `render(d, m, batch, r)` -> (key, text, subject, tags), or raises
+    MissingField; d/m are the decoded data/meta of row r (None when the rule reads neither)."""
+
+    __slots__ = ("rule", "render", "needs_data", "needs_meta", "times", "ttl_us", "rule_subject")
+
+    def __init__(self, rule: Rule, render: Callable, needs_data: bool, needs_meta: bool,
+                 times: set[tuple[str, str]]) -> None:
+        self.rule = rule
+        self.render = render
+        self.needs_data, self.needs_meta = needs_data, needs_meta
+        self.times = times
+        self.ttl_us = rule.ttl_us
+        self.rule_subject = rule.subject.source != "{subject}"   # renders its own subject
+
+
+def _time_fallback(us: int, spec: str) -> str:
+    return _format(utc_from_micros(us), spec)
+
+
+class _Gen:
+    """Generates the body of one render function."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.consts: dict[str, Any] = {}
+        self.n = 0
+        self.needs_data = self.needs_meta = False
+        self.times: set[tuple[str, str]] = set()
+
+    def const(self, value: Any) -> str:
+        name = f"_c{len(self.consts)}"
+        self.consts[name] = value
+        return name
+
+    def template(self, t: Template) -> str:
+        """Emit statements rendering `t`; returns the name of the variable holding the text."""
+        pieces = []
+        for literal, path, spec, default in t.parts:
+            if literal:
+                pieces.append(repr(literal))
+            if path is not None:
+                pieces.append(self.field(path, spec, default))
+        out = f"_t{self.n}"
+        self.n += 1
+        self.lines.append(f"{out} = " + (" + ".join(pieces) if pieces else "''"))
+        return out
+
+    def field(self, path: tuple[str, ...], spec: str, default: str | None) -> str:
+        v = f"_v{self.n}"
+        s = f"_s{self.n}"
+        self.n += 1
+        root = path[0]
+        L = self.lines
+        if root in ("time", "recorded_at"):
+            # a datetime is never None: the default never applies
+            self.times.add((root, spec))
+            col = "time_ts" if root == "time" else "recorded_at"
+            key = self.const((root, spec))
+            L.append(f"{s} = B.times[{key}][r]")
+            L.append(f"if {s} is None: {s} = _time_fallback(B.{col}[r], {spec!r})")
+            return s
+        if root in ("data", "meta"):
+            src = "d" if root == "data" else "m"
+            if root == "data":
+                self.needs_data = True
+            else:
+                self.needs_meta = True
+            chain = src + "".join(f"[{p!r}]" for p in path[1:])
+            pc_ = self.const(path)
+            L.append("try:")
+            L.append(f"    {v} = {chain}")
+            L.append("except (KeyError, TypeError, IndexError):")
+            if default is None:
+                L.append(f"    {v} = _walk({src}, {pc_})")
+            else:
+                L.append("    try:")
+                L.append(f"        {v} = _walk({src}, {pc_})")
+                L.append("    except _Missing:")
+                L.append(f"        {v} = None")
+        else:
+            assert root in ENVELOPE_FIELDS
+            L.append(f"{v} = B.{root}[r]")
+        # _format(v, "") returns a str unchanged and an int as str(v): inlined
+        fmt = (f"{v} if type({v}) is str else (str({v}) if type({v}) is int else _format({v}, ''))"
+               if not spec else f"_format({v}, {spec!r})")
+        if default is None:
+            L.append(f"{s} = {fmt}")
+        else:
+            L.append(f"{s} = {default!r} if {v} is None else ({fmt})")
+        return s
+
+
+def compile_rule(rule: Rule) -> FastRule | None:
+    """The compiled form of a simple rule, or None for a rule the per-event path must run."""
+    if rule.retract is not None or rule.summarize is not None or rule.llm is not None:
+        return None
+    if rule.key is None or rule.text is None:
+        return None
+    g = _Gen()
+    key = g.template(rule.key)
+    text = g.template(rule.text)
+    subject = "B.subject[r]" if rule.subject.source == "{subject}" else g.template(rule.subject)
+    tags = [g.template(t) for t in rule.tags]
+    g.lines.append(f"return {key}, {text}, {subject}, ({''.join(t + ', ' for t in tags)})")
+    src = "def render(d, m, B, r):\n" + "".join("    " + ln + "\n" for ln in g.lines)
+    ns: dict[str, Any] = {"_walk": walk, "_Missing": MissingField, "_format": _format,
+                          "_time_fallback": _time_fallback, **g.consts}
+    exec(compile(src, f"<rule {rule.name}>", "exec"), ns)  # noqa: S102 (source built from parsed templates)
+    return FastRule(rule, ns["render"], g.needs_data, g.needs_meta, g.times)
+
+
+def _arrow_spec(spec: str) -> bool:
+    return ("%" not in _DIRECTIVE.sub("", spec) and "\0" not in spec
+            and all(c in _ARROW_DIRECTIVES for c in _DIRECTIVE.findall(spec)))
+
+
+def time_strings(us: pa.Array, spec: str, mask: pa.Array | None = None) -> list[str | None]:
+    """`{time:<spec>}` for each microsecond timestamp in `us` (int64), formatted with pyarrow, or
+    None where Python must format it (a spec pyarrow may disagree on, a time outside 1970..9999,
+    or a row outside `mask`)."""
+    n = len(us)
+    if not _arrow_spec(spec):
+        return [None] * n
+    ok = pc.and_(pc.greater_equal(us, 0), pc.less(us, _MAX_US))
+    if mask is not None:
+        ok = pc.and_(ok, mask)
+    ok = pc.fill_null(ok, False)
+    safe = pc.if_else(ok, us, pa.scalar(None, pa.int64()))
+    secs = pc.divide(safe, 1_000_000).cast(pa.timestamp("s", tz="UTC"))
+    if spec:
+        return pc.strftime(secs, spec).to_pylist()
+    # isoformat(): seconds, then .ffffff only when there are microseconds, then Z for +00:00
+    frac = pc.cast(pc.add(pc.remainder(safe, 1_000_000), 1_000_000), pa.string())
+    frac = pc.if_else(pc.equal(pc.remainder(safe, 1_000_000), 0), "",
+                      pc.binary_join_element_wise(".", pc.utf8_slice_codeunits(frac, 1), ""))
+    return pc.binary_join_element_wise(pc.strftime(secs, "%Y-%m-%dT%H:%M:%S"), frac, "Z", "").to_pylist()

@@ -1,0 +1,244 @@
+"""The projector's fast path (compiled simple rules, bulk redaction, bulk writes of a replay)
+produces exactly the item versions of the per-event path, on awkward inputs."""
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import ctxdb
+from ctxdb import fastrules
+from ctxdb.erase import purged_stubs
+from ctxdb.events import utc_from_micros
+from ctxdb.items import BulkWriter, ItemStore
+from ctxdb.projector import PROJECT_COLUMNS, Projector, Upsert
+from ctxdb.redact import redact
+from ctxdb.template import EventContext, compile_template
+
+RULES = r'''
+[[rules]]
+on = "order.*"
+key = "order:{data.order_id}/status"
+text = "Order #{data.order_id} is {data.status} ({data.carrier|no carrier}) at {time:%Y-%m-%d %H:%M} / {time} / {recorded_at:%d.%m.%Y %H:%M:%S} / {time:%A %d %B} / {data.price:.2f} / {data.flag} / {data.none} / {data.items.0.sku} / {data.obj} / {seq} {id} {source} {type} «{subject}» {meta.tag|-}"
+kind = "fact"
+priority = 0.7
+ttl = "90d"
+tags = ["{data.tag|plain}", "order"]
+
+[[rules]]
+on = "order.status"
+key = "order-by-carrier:{data.carrier}"
+text = "{data.note}"
+subject = "carrier:{data.carrier|none}"
+
+[[rules]]
+on = "order.cancelled"
+retract = "order:{data.order_id}/status"
+
+[[rules]]
+on = "note.*"
+key = "note:{subject}/{data.n}"
+text = "{data.text}"
+kind = "event"
+summarize = {{ group = "{{subject}}", every = 3 }}
+
+[[rules]]
+on = "msg.*"
+key = "msg:{id}"
+text = "{data.text}"
+
+[agents.bot]
+budget = 500
+{extra}
+'''
+
+TEXTS = ["plain text", "card 4111 1111 1111 1111 here", "token=abcd1234efgh5678", "Grüße 日本 🚀 ß İstanbul",
+         "sk-proj-abcdefghijklmnopqrstu1234", "call 2024-01-01 12:00 ok", "4111-1111-1111-1111", "x" * 300,
+         "Bearer 9f8e7d6c5b4a39281706", "PASSWORD: hunter2", "no secrets, just 1234567890123 digits", ""]
+
+
+def _events(n: int, seed: int) -> list[dict]:
+    rnd = random.Random(seed)
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    out = []
+    for i in range(n):
+        # times jump back and forth (late events), sometimes with microseconds, before 1970 too
+        dt = t0 + timedelta(seconds=rnd.randrange(-86400 * 30, 86400 * 30), microseconds=rnd.choice([0, 0, 1, 123456]))
+        if rnd.random() < 0.03:
+            dt = datetime(1965, 5, 17, 3, 4, 5, rnd.choice([0, 7]), tzinfo=timezone.utc)
+        o = rnd.randrange(15)
+        r = rnd.random()
+        data: dict = {"order_id": o if rnd.random() < 0.8 else f"Ö-{o}", "status": rnd.choice(["paid", "shipped", None]),
+                      "note": rnd.choice(TEXTS), "n": i % 7, "text": rnd.choice(TEXTS)}
+        if rnd.random() < 0.7:
+            data["carrier"] = rnd.choice(["UPS", "DHL", None, 7, 1.5, True])
+        if rnd.random() < 0.7:
+            data["price"] = rnd.choice([1, 2.5, 1e16, -0.0, "free", 10**20])
+        if rnd.random() < 0.7:
+            data["flag"] = rnd.choice([True, False, None, [1, "a"], {"k": "v"}])
+        if rnd.random() < 0.7:
+            data["none"] = None
+        if rnd.random() < 0.6:
+            data["items"] = rnd.choice([[{"sku": "A-1"}], [], "str", [{"x": 1}], {"0": {"sku": "dict"}}])
+        if rnd.random() < 0.5:
+            data["obj"] = {"b": 1, "a": [1, 2, {"ü": None}]}
+        if rnd.random() < 0.3:
+            data["tag"] = rnd.choice(["pii", "vip", "日本"])
+        if rnd.random() < 0.05:
+            data = rnd.choice([[1, 2], "just a string", None, 42])
+        if r < 0.45:
+            typ = "order.status"
+        elif r < 0.5:
+            typ = "order.cancelled"
+        elif r < 0.65:
+            typ = "note.added"
+        elif r < 0.8:
+            typ = "msg.sent"
+        else:
+            typ = "noise.tick"
+        ev = {"id": f"e{i}", "source": rnd.choice(["shop", "crm"]), "type": typ,
+              "subject": rnd.choice([f"order:{o}", f"user:{o % 4}", "user:42"]),
+              "time": dt.isoformat().replace("+00:00", "Z"), "data": data}
+        if rnd.random() < 0.3:
+            ev["meta"] = {"tag": rnd.choice(["m1", "m2"])}
+        out.append(ev)
+    return out
+
+
+def _project(log, python_rules, stub, *, fast: bool, bulk: bool, monkeypatch) -> tuple[str, dict]:
+    with monkeypatch.context() as mp:
+        if not fast:  # the per-event path, with redact() run on every text
+            mp.setattr(Projector, "_fast_for", lambda self, t: None)
+            mp.setattr(fastrules, "may_redact", lambda text: True)
+        items = ItemStore(None, atrest=log.atrest)
+        proj = Projector(items, python_rules, stub_subject=stub, purged=purged_stubs(log))
+        end = log.last_seq
+        prefix = lambda at: log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS)  # noqa: E731
+        batches = log.read_batches(from_seq=1, to_seq=end, columns=PROJECT_COLUMNS)
+        if bulk:
+            w = BulkWriter(items, chunk=37)  # tiny chunks: flushes with open versions held back
+            proj.run(batches, end, prefix, deferred=w)
+            w.finish()
+        else:
+            proj.run(batches, end, prefix)
+        st = proj.stats
+        out = items.digest(), {"matched": st.matched, "skipped": st.skipped, "last_skip": st.last_skip,
+                                "seq": proj.seq, "next_vid": proj.next_vid, "current": sorted(proj.current),
+                                "versions": items.count_versions(), "texts": sorted(v.text for v in items.current())}
+        items.close()
+        return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("variant", ["plain", "encrypted", "python", "policy_change", "forget"])
+def test_fast_path_equals_per_event_path(tmp_path: Path, monkeypatch, seed: int, variant: str) -> None:
+    extra = ""
+    keys = tmp_path / "keys"
+    if variant == "encrypted":
+        extra = f'\n[privacy]\nencrypt_subjects = ["user:*"]\nkeys_dir = "{keys}"\n'
+    cfg = tmp_path / "ctxdb.toml"
+    cfg.write_text(RULES.replace("{{", "{").replace("}}", "}").replace("{extra}", extra))
+    evs = _events(1500, seed)
+    opened = [ctxdb.open(tmp_path / "data", config=cfg, embedder=None, segment_events=400, sync=False)]
+    try:
+        db = opened[-1]
+        if variant == "python":
+            @db.rule("msg.*")
+            def py(event):
+                yield Upsert(key=f"py:{event.subject}", text=f"python saw {event.id}")
+        for i in range(0, len(evs), 250):
+            db.append(evs[i:i + 250])
+            if variant == "policy_change" and i == 500:  # new rules: the prefix is projected again
+                cfg.write_text(RULES.replace("{{", "{").replace("}}", "}").replace("{extra}", "")
+                               .replace("priority = 0.7", "priority = 0.9").replace("{data.n}", "{data.n}/v2"))
+                db.close()
+                db = ctxdb.open(tmp_path / "data", config=cfg, embedder=None, segment_events=400, sync=False)
+                opened.append(db)
+            if variant == "forget" and i == 750:
+                db.append([{"id": "f1", "source": "t", "type": "ctxdb.forget", "subject": "user:42",
+                            "time": "2026-01-02T00:00:00Z", "data": {}}])
+        db.view("bot")  # the live (incremental) projection
+        live = db._views()
+        live.persist()
+        live_digest = live.items.digest()
+        args = (db.log, db._python_rules, db._salt.stub_subject)
+        ref = _project(*args, fast=False, bulk=False, monkeypatch=monkeypatch)
+        for fast, bulk in ((True, False), (True, True), (False, True)):
+            got = _project(*args, fast=fast, bulk=bulk, monkeypatch=monkeypatch)
+            assert got == ref, (fast, bulk)
+        assert ref[0] == live_digest
+        assert ref[1]["skipped"] > 0 and ref[1]["versions"] > 100
+        rep = db.rebuild()
+        assert rep["identical"], rep
+    finally:
+        for d in opened:
+            d.close()
+
+
+def test_compiled_templates_render_like_template_render() -> None:
+    srcs = ["{data.a}", "{data.a|dflt}", "{data.a.b.0}", "x{data.a:>8}y", "{data.a:.3f}", "{meta.m}", "{meta.m|none}",
+            "{seq:05d}", "{subject:>12}", "{time}", "{time:%Y}", "{recorded_at:%H:%M:%S %%}", "{time:%j %a}",
+            "{{literal}} {id}", "{data.0}", "{data}"]
+    values = [None, True, False, 0, -5, 10**30, 1.0, float("nan"), 1e-7, "ß", "", [1, "x"], {"b": {"0": "z"}},
+              {"a": None}, {"a": {"b": [7]}}, {"a": {"b": "str"}}, {"a": [1]}]
+    times = [0, 1, 999_999, 1_000_000, -1, -86_400_000_001, 253_402_300_799_999_999, 1_767_225_600_123_456]
+    from ctxdb.config import Rule
+
+    for src in srcs:
+        tpl = compile_template(src)
+        rule = Rule(name="r", on="x", key=compile_template("k"), text=tpl)
+        fr = fastrules.compile_rule(rule)
+        assert fr is not None
+        for i, v in enumerate(values):
+            for j, t in enumerate(times):
+                data = ctxdb_json({"a": v, "0": v} if i % 2 else v)
+                meta = None if j % 3 == 0 else ctxdb_json({"m": v})
+                cols = {"seq": [7], "id": ["ev"], "source": ["s"], "type": ["x"], "subject": ["user:1"],
+                        "time_ts": [t], "recorded_at": [max(t, 0)], "data": [data], "meta": [meta]}
+                b = pa.record_batch({"time_ts": pa.array([t], pa.int64()), "recorded_at": pa.array([max(t, 0)], pa.int64())})
+                times_ = {k: fastrules.time_strings(b.column("time_ts" if k[0] == "time" else "recorded_at"), k[1])
+                          for k in fr.times}
+                B = fastrules.Batch(cols, times_)
+                ctx = EventContext({"id": "ev", "source": "s", "type": "x", "subject": "user:1", "seq": 7}, data, meta, t,
+                                   max(t, 0))
+                try:
+                    want = tpl.render(ctx)
+                except Exception as exc:  # noqa: BLE001
+                    want = repr(exc)
+                (got,) = fastrules.render_row([fr], fr.needs_data, fr.needs_meta, B, 0)
+                got = got[1] if isinstance(got, tuple) else repr(got)
+                assert got == want, (src, v, t)
+
+
+def ctxdb_json(v) -> str:
+    import msgspec
+
+    return msgspec.json.encode(v).decode()
+
+
+def test_time_strings_match_python() -> None:
+    rnd = random.Random(5)
+    us = [rnd.randrange(-6 * 10**16, 253_402_300_800_000_000) for _ in range(3000)] + [0, -1, 999_999, 253_402_300_799_999_999]
+    arr = pa.array(us, pa.int64())
+    for spec in ["", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%H:%M:%S %d.%m.%Y é 日本 %%", "%A %B %j", "%Y%", "%f", "x"]:
+        got = fastrules.time_strings(arr, spec)
+        for u, g in zip(us, got):
+            want = utc_from_micros(u).strftime(spec) if spec else utc_from_micros(u).isoformat().replace("+00:00", "Z")
+            assert g is None or g == want, (spec, u, g, want)
+
+
+def test_may_redact_never_misses_a_redaction() -> None:
+    rnd = random.Random(9)
+    alphabet = "0123456789 --abcKSYkesy_:/@=.ßİ\u212a"
+    texts = list(TEXTS) + ["".join(rnd.choice(alphabet) for _ in range(rnd.randrange(0, 60))) for _ in range(20000)]
+    texts += [f"{rnd.randrange(10**12, 10**19)}" for _ in range(3000)]
+    texts += [" ".join(str(rnd.randrange(10**(k - 1), 10**k)) for k in (4, rnd.randrange(3, 7), rnd.randrange(3, 7),
+                                                                         rnd.randrange(1, 7))) for _ in range(3000)]
+    flags = fastrules.may_redact_many(texts)
+    for t, f in zip(texts, flags):
+        assert f == fastrules.may_redact(t)
+        if not f:
+            assert redact(t) == (t, ()), t
