@@ -345,7 +345,7 @@ class Projector:
         hit = self._purged_seen.get(subject)
         if hit is None:
             hit = self.stub_subject is not None and self.stub_subject(subject) in self.purged
-            if len(self._purged_seen) > 100_000:
+            if len(self._purged_seen) > 1_000_000:
                 self._purged_seen.clear()
             self._purged_seen[subject] = hit
         return hit
