@@ -230,22 +230,24 @@ def _select(store: "Store", views, cfg: Config, now_us: int, end: int) -> tuple[
                                     pc.starts_with(b.column("subject"), PURGED_PREFIX))).to_numpy(zero_copy_only=False)
         on_hold = pc.is_in(b.column("subject"), holds).to_numpy(zero_copy_only=False) if len(holds) else None
         any_exp = np.zeros(b.num_rows, bool)
+        any_old = np.zeros(b.num_rows, bool)          # expired by some entry, eligible or not
         idx = pc.index_in(types, pa.array(uniq, pa.string())).to_numpy(zero_copy_only=False)
         for j, r in enumerate(cfg.retention):
-            old = tts < now_us - r.retain_us
             if r.type is not None:
                 m = np.array([type_match[ty][j] for ty in uniq], bool)[idx]
             else:
                 ks = by_kind[j]
                 pos = np.minimum(np.searchsorted(ks, seq), max(len(ks) - 1, 0))
                 m = (ks[pos] == seq) if len(ks) else np.zeros(b.num_rows, bool)
-            m &= old & eligible
+            m &= tts < now_us - r.retain_us
+            any_old |= m
+            m &= eligible
             if on_hold is not None:
                 m &= ~on_hold
             counts[j] += int(m.sum())
             any_exp |= m
         if on_hold is not None:
-            held += int((on_hold & eligible & _expired_any(cfg, b, tts, now_us, type_match, uniq, idx, seq, by_kind)).sum())
+            held += int((on_hold & eligible & any_old).sum())
         out.append(seq[any_exp])
     seqs = np.unique(np.concatenate(out)) if out else np.empty(0, np.int64)
     from .erase import llm_outputs_of
@@ -254,20 +256,6 @@ def _select(store: "Store", views, cfg: Config, now_us: int, end: int) -> tuple[
     entries = [{**({"type": r.type} if r.type is not None else {"kind": r.kind}), "retain": r.retain,
                 "cutoff": _iso(now_us - r.retain_us), "events": counts[j]} for j, r in enumerate(cfg.retention)]
     return sorted(set(seqs.tolist()) | set(llm)), entries, held
-
-
-def _expired_any(cfg: Config, b, tts, now_us, type_match, uniq, idx, seq, by_kind) -> np.ndarray:
-    m = np.zeros(b.num_rows, bool)
-    for j, r in enumerate(cfg.retention):
-        old = tts < now_us - r.retain_us
-        if r.type is not None:
-            hit = np.array([type_match[ty][j] for ty in uniq], bool)[idx]
-        else:
-            ks = by_kind[j]
-            pos = np.minimum(np.searchsorted(ks, seq), max(len(ks) - 1, 0))
-            hit = (ks[pos] == seq) if len(ks) else np.zeros(b.num_rows, bool)
-        m |= hit & old
-    return m
 
 
 # ---- 2. projecting without them ---------------------------------------------------------------
