@@ -172,7 +172,9 @@ def resume(store: "Store") -> "PurgeReport | RetentionReport | None":
     if not f.exists():
         # an erasure that died before its journal changed nothing, but may have left the scratch
         # item store it was projecting (which holds the data it was about to erase)
-        for name in (ITEMS_TMP, "items.retain.duckdb"):
+        from .retention import ITEMS_TMP as RETAIN_TMP
+
+        for name in (ITEMS_TMP, RETAIN_TMP):
             for p in (store.path / name, store.path / (name + ".wal")):
                 p.unlink(missing_ok=True)
         return None
@@ -217,18 +219,19 @@ def _plan(store: "Store", views, subject: str) -> dict[str, Any]:
         m = items._q("SELECT count(*) AS n FROM (SELECT unnest(lineage_seqs) AS q, subject FROM item_versions) "
                      "WHERE subject != ? AND q IN (SELECT unnest(?::BIGINT[]))", [subject, seqs])
         mixed = int(m.column("n")[0].as_py()) > 0
-    llm, receipts = _system_refs(store, seqs, keys)
+    llm, receipts = system_refs(store, seqs, keys)
     open_llm = any(set(r.get("source_seqs", [])) & set(seqs) for r in views.projector.llm_open.values())
     return {"subject": subject, "stub_seqs": sorted(set(seqs) | set(llm)), "keys": keys, "receipt_seqs": receipts,
             "hashes": sorted(own - shared), "items_path": "replay" if (mixed or llm or open_llm) else "copy"}
 
 
-def _system_refs(store: "Store", seqs: "list[int]", keys: dict[str, str]) -> tuple[list[int], list[int]]:
-    """One pass over ctxdb's own events: the LLM outputs made from any of `seqs`, and the
-    decision receipts that list any of `keys`."""
+def system_refs(store: "Store", seqs: "list[int]", keys: dict[str, str], to_seq: int | None = None
+                ) -> tuple[list[int], list[int]]:
+    """One pass over ctxdb's own events: the LLM outputs made from any of `seqs` (they go with
+    them), and the decision receipts that list any of `keys`."""
     sset = set(seqs)
     llm, receipts = [], []
-    for b in store.log.read_batches(type="ctxdb.*", columns=["seq", "type", "data"]):
+    for b in store.log.read_batches(to_seq=to_seq, type="ctxdb.*", columns=["seq", "type", "data"]):
         for q, ty, data in zip(b.column("seq").to_pylist(), b.column("type").to_pylist(), b.column("data").to_pylist()):
             if ty == DECISION_TYPE:
                 if keys and _mentions(data, keys):
@@ -241,21 +244,6 @@ def _system_refs(store: "Store", seqs: "list[int]", keys: dict[str, str]) -> tup
                 if src & sset:
                     llm.append(q)
     return llm, receipts
-
-
-def llm_outputs_of(store: "Store", seqs: "list[int]", to_seq: int | None = None) -> list[int]:
-    """Seqs of the LLM outputs (ctxdb.llm events) made from any of `seqs`: they go with them."""
-    sset, out = set(seqs), []
-    if not sset:
-        return out
-    for ev in store.log.read(type=LLM_TYPE, to_seq=to_seq):
-        try:
-            src = set(int(q) for q in ev.json().get("source_seqs", []))
-        except (ValueError, AttributeError, TypeError):
-            continue
-        if src & sset:
-            out.append(ev.seq)
-    return out
 
 
 # ---- doing it -------------------------------------------------------------------------------
@@ -271,49 +259,14 @@ def _finish(store: "Store", plan: dict[str, Any], say: Callable[[str], None], t0
     atrest = store.log.atrest
     shredded = bool(atrest is not None and atrest.applies(subject) and atrest.keys.destroy(subject))
 
-    # 2. the log
-    stub_seqs = pa.array(plan["stub_seqs"], pa.int64())
+    # 2. the log (a journal written before receipts were planned: find them now; receipts
+    # already rewritten no longer name the keys)
     keys: dict[str, str] = plan["keys"]
-    counts = {"events": 0, "receipts": 0}
+    if "receipt_seqs" not in plan:
+        plan["receipt_seqs"] = system_refs(store, [], keys)[1]
 
-    # receipts to rewrite: planned (a journal written by an older version has no list: look)
-    rseqs = pa.array(plan["receipt_seqs"], pa.int64()) if "receipt_seqs" in plan else None
-
-    # Planned under the write lock, the seqs name every affected row: a segment is found by its
-    # seq column alone. A resumed purge also skips segments it already rewrote (no unstubbed row).
-    by_seq = rseqs is not None and not resumed
-    wanted = pa.array(sorted(set(plan["stub_seqs"]) | set(plan.get("receipt_seqs", []))), pa.int64())
-
-    def find(t: pa.Table) -> bool:
-        if by_seq:
-            return bool(len(wanted)) and pc.any(pc.is_in(t.column("seq"), wanted)).as_py()
-        if pc.any(pc.equal(t.column("subject"), subject)).as_py():
-            return True
-        if len(stub_seqs):
-            hit = pc.is_in(t.column("seq"), stub_seqs)
-            if pc.any(pc.and_(hit, pc.invert(pc.starts_with(t.column("subject"), PURGED_PREFIX)))).as_py():
-                return True
-        if rseqs is not None:
-            return bool(len(rseqs)) and pc.any(pc.is_in(t.column("seq"), rseqs)).as_py()
-        if keys:
-            dec = t.filter(pc.equal(t.column("type"), DECISION_TYPE))
-            if dec.num_rows and any(_mentions(d, keys) for d in dec.column("data").to_pylist()):
-                return True
-        return False
-
-    def transform(t: pa.Table) -> pa.Table:
-        stub = pc.equal(t.column("subject"), subject)
-        if len(stub_seqs):
-            stub = pc.or_(stub, pc.and_(pc.is_in(t.column("seq"), stub_seqs),
-                                        pc.invert(pc.starts_with(t.column("subject"), PURGED_PREFIX))))
-
-        def receipt(_seq: int, data: str) -> str:
-            if not _mentions(data, keys):
-                return data
-            counts["receipts"] += 1
-            return _rewrite_receipt(data, keys, salt, plan["receipt_seq"])
-
-        return _stub_rows(t, stub.to_numpy(zero_copy_only=False), salt, subject, counts, receipt)
+    def receipt(_seq: int, data: str) -> str:
+        return _rewrite_receipt(data, keys, salt, plan["receipt_seq"]) if _mentions(data, keys) else data
 
     # 3. the item store: a copy without the subject is written while the log is rewritten (it
     # does not read the log); a re-projection needs the rewritten log. It replaces
@@ -323,14 +276,12 @@ def _finish(store: "Store", plan: dict[str, Any], say: Callable[[str], None], t0
         copying = ThreadPoolExecutor(max_workers=1)
         building = copying.submit(_build_items, store, plan, stub_subject)
     try:
-        cols = ["seq"] if by_seq else ["seq", "subject"] if rseqs is not None else ["seq", "subject", "type", "data"]
-        old, new = store.log.rewrite_segments(find, cols, transform, progress=say)  # type: ignore[attr-defined]
+        new, counts = rewrite_log(store, plan["stub_seqs"], plan["receipt_seqs"], receipt, say, subject=subject)
     finally:
         if copying is not None:
             copying.shutdown(wait=True)
-    say(f"log: {len(new)} segment(s) rewritten")
     versions = building.result() if copying is not None else _build_items(store, plan, stub_subject)
-    _swap_items(store)
+    swap_items(store, ITEMS_TMP)
     # 4. embeddings and the vector index
     embeddings = _purge_vectors(store.path / "vectors", set(plan["hashes"]))
     # 5. snapshots, set-aside and leftover files
@@ -347,16 +298,72 @@ def _finish(store: "Store", plan: dict[str, Any], say: Callable[[str], None], t0
         key_destroyed=shredded or bool(atrest is not None and atrest.keys.destroyed(subject)))
     data = {k: v for k, v in report.to_dict().items() if k not in ("seconds", "resumed", "receipt_seq")}
     data["stub_subject"] = stub_subject
-    from .store import _now_iso
-
-    seq = store.append([{"id": f"purge-{stub_subject[len(PURGED_PREFIX):]}-{plan['tombstone_seq']}", "source": "ctxdb",
-                         "type": PURGE_TYPE, "subject": "ctxdb:purge", "time": _now_iso(), "data": data}])[0]
+    seq = append_receipt(store, f"purge-{stub_subject[len(PURGED_PREFIX):]}-{plan['tombstone_seq']}", PURGE_TYPE, data)
     if seq != report.receipt_seq:
         report = msgspec.structs.replace(report, receipt_seq=seq)
-    (store.path / JOURNAL).unlink(missing_ok=True)
-    fsync_dir(store.path)
     say(f"purge receipt at seq {seq}")
     return report
+
+
+# ---- shared with retention ------------------------------------------------------------------
+def rewrite_log(store: "Store", stub_seqs: "list[int]", receipt_seqs: "list[int]",
+                receipt: Callable[[int, str], str], say: Callable[[str], None], *,
+                subject: str | None = None) -> tuple[list, dict[str, int]]:
+    """Rewrite the segments holding `stub_seqs` (each row not yet a stub becomes one; with
+    `subject`, its rows anywhere too) or `receipt_seqs` (their data passed through
+    `receipt(seq, data)`). Idempotent, so an interrupted erasure can run it again. Returns the
+    new segments and counts of events stubbed and receipts changed."""
+    salt = store._salt
+    salt.key()  # created (durably) before any stub is written
+    stubs = pa.array(sorted(stub_seqs), pa.int64())
+    rset = set(receipt_seqs)
+    wanted = pa.array(sorted(set(stub_seqs) | rset), pa.int64())
+    counts = {"events": 0, "receipts": 0}
+
+    def find(t: pa.Table) -> bool:  # planned under the write lock: the seqs name every row
+        return bool(len(wanted)) and pc.any(pc.is_in(t.column("seq"), wanted)).as_py()
+
+    def one_receipt(q: int, data: str) -> str:
+        out = receipt(q, data) if q in rset else data
+        counts["receipts"] += out != data
+        return out
+
+    def transform(t: pa.Table) -> pa.Table:
+        hit = pc.is_in(t.column("seq"), stubs)
+        if subject is not None:
+            hit = pc.or_(hit, pc.equal(t.column("subject"), subject))
+        mask = pc.and_(hit, pc.invert(pc.starts_with(t.column("subject"), PURGED_PREFIX)))
+        return _stub_rows(t, mask.to_numpy(zero_copy_only=False), salt, subject, counts, one_receipt)
+
+    _old, new = store.log.rewrite_segments(find, ["seq"], transform, progress=say)  # type: ignore[attr-defined]
+    say(f"log: {len(new)} segment(s) rewritten")
+    return new, counts
+
+
+def swap_items(store: "Store", name: str) -> None:
+    """Replace items.duckdb by the fsync'd item store `name` (after the log's commit point)."""
+    from .snapshot import ITEMS_FILE
+
+    assert store.path is not None
+    tmp, live = store.path / name, store.path / ITEMS_FILE
+    if not tmp.exists():  # there was no item store to rewrite
+        return
+    live.with_name(ITEMS_FILE + ".wal").unlink(missing_ok=True)
+    os.replace(tmp, live)
+    fsync_dir(store.path)
+
+
+def append_receipt(store: "Store", id: str, type: str, data: dict[str, Any]) -> int:
+    """Append an erasure's receipt (a deterministic id: a resumed erasure appends it once) and
+    end the erasure: its journal goes."""
+    from .store import _now_iso
+
+    assert store.path is not None
+    seq = store.append([{"id": id, "source": "ctxdb", "type": type, "subject": type.replace(".", ":", 1),
+                         "time": _now_iso(), "data": data}])[0]
+    (store.path / JOURNAL).unlink(missing_ok=True)
+    fsync_dir(store.path)
+    return seq
 
 
 def _stub_rows(t: pa.Table, mask: np.ndarray, salt: Salt, subject: str | None, counts: dict[str, int],
@@ -483,18 +490,6 @@ def _build_items(store: "Store", plan: dict[str, Any], stub_subject: str) -> int
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     return gone
-
-
-def _swap_items(store: "Store") -> None:
-    from .snapshot import ITEMS_FILE
-
-    assert store.path is not None
-    tmp, live = store.path / ITEMS_TMP, store.path / ITEMS_FILE
-    if not tmp.exists():  # there was no item store to rewrite
-        return
-    live.with_name(ITEMS_FILE + ".wal").unlink(missing_ok=True)
-    os.replace(tmp, live)
-    fsync_dir(store.path)
 
 
 def _purge_vectors(root: Path, hashes: set[str]) -> int:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import pyarrow as pa
 
 from .items import BulkWriter, ItemStore
 from .erase import purged_stubs
@@ -26,17 +29,9 @@ def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None]
     log = store.log
     end = views.projector.seq
     t0 = time.perf_counter()
-    if store.path is None or store.readonly:
-        target = None
-    else:
-        target = store.path / "items.rebuild.duckdb"
-        for f in (target, target.with_name(target.name + ".wal")):
-            f.unlink(missing_ok=True)
-    fresh = ItemStore(target, atrest=store.log.atrest)
-    if target is not None:
-        fresh.copy_token_counts_from(store.path / ITEMS_FILE)  # type: ignore[operator]
-    proj = Projector(fresh, store._python_rules, stub_subject=store._salt.stub_subject, purged=purged_stubs(store.log))
-
+    target = None if store.path is None or store.readonly else store.path / "items.rebuild.duckdb"
+    proj = fresh_projector(store, target)
+    fresh = proj.items
     replay_into(proj, log, end, progress)
     seconds = time.perf_counter() - t0
     views.persist()
@@ -60,12 +55,33 @@ def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None]
     return report
 
 
-def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], None] | None = None) -> None:
+def fresh_projector(store: "Store", target: "Path | None", purged: set[str] | None = None) -> Projector:
+    """A projector over a fresh item store at `target` (None: in memory) that knows every purge
+    of the log (or `purged`), with the live store's token counts copied in (counting is
+    deterministic: known text is never re-tokenized)."""
+    if target is not None:
+        for f in (target, target.with_name(target.name + ".wal")):
+            f.unlink(missing_ok=True)
+    fresh = ItemStore(target, atrest=store.log.atrest)
+    live = None if store.path is None else store.path / ITEMS_FILE
+    if target is not None and live is not None and live.exists():
+        fresh.copy_token_counts_from(live)
+    return Projector(fresh, store._python_rules, stub_subject=store._salt.stub_subject,
+                     purged=purged_stubs(store.log) if purged is None else purged)
+
+
+def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], None] | None = None, *,
+                transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None) -> None:
     """Project events 1..end of `log` with `proj` (a fresh projector over a fresh item store,
-    which nobody may read before this returns), reporting progress."""
+    which nobody may read before this returns), reporting progress. `transform` maps every
+    batch read (the re-reads after a rules change too) before it is projected."""
+    def read(to_seq: int) -> Iterator[pa.RecordBatch]:
+        for b in log.read_batches(from_seq=1, to_seq=to_seq, columns=PROJECT_COLUMNS):
+            yield b if transform is None else transform(b)
+
     def batches():
         done = 0
-        for b in log.read_batches(from_seq=1, to_seq=end, columns=PROJECT_COLUMNS):
+        for b in read(end):
             done += b.num_rows
             if progress is not None:
                 progress(done, end)
@@ -73,6 +89,5 @@ def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], N
 
     # the store is fresh and read only when the replay is done: write it in bulk
     writer = BulkWriter(proj.items)
-    proj.run(batches(), end, lambda at: log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS),
-             deferred=writer)
+    proj.run(batches(), end, lambda at: read(at - 1), deferred=writer)
     writer.finish()

@@ -44,9 +44,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import msgspec
 import numpy as np
@@ -55,9 +55,8 @@ import pyarrow.compute as pc
 
 from .config import Config, glob_match
 from .errors import BadInput, ReadOnlyError
-from .projector import DECISION_TYPE, LLM_TYPE, PROJECT_COLUMNS, PURGED_PREFIX, Projector
+from .projector import DECISION_TYPE, PROJECT_COLUMNS, PURGED_PREFIX
 from .segment import write_atomic
-from .wal import fsync_dir
 
 if TYPE_CHECKING:
     from .store import Store
@@ -130,45 +129,24 @@ def retain(store: "Store", *, now: datetime | str | None = None, dry_run: bool =
 def finish(store: "Store", plan: dict[str, Any], say: Callable[[str], None], t0: float, *,
            resumed: bool = False) -> RetentionReport:
     """Steps 4-7 (also how the next open rolls an interrupted run forward)."""
-    from .erase import _purge_rest, _purge_vectors, _stub_rows
-    from .snapshot import ITEMS_FILE
+    from .erase import _purge_rest, _purge_vectors, _rewrite_receipt, append_receipt, rewrite_log, swap_items
 
     assert store.path is not None
-    salt = store._salt
-    salt.key()  # created (durably) before any stub is written
     store._close_engine()
-    stub_seqs = pa.array(plan["stub_seqs"], pa.int64())
-    receipts: dict[int, set[str]] = {int(k): set(v) for k, v in plan["receipts"].items()}
-    rseqs = pa.array(sorted(receipts), pa.int64())
-    counts = {"events": 0, "receipts": 0}
+    receipts: dict[int, list[str]] = {int(k): v for k, v in plan["receipts"].items()}
 
-    def hits(t: pa.Table) -> pa.ChunkedArray:
-        return pc.and_(pc.is_in(t.column("seq"), stub_seqs), pc.invert(pc.starts_with(t.column("subject"), PURGED_PREFIX)))
+    def receipt(seq: int, data: str) -> str:
+        return _rewrite_receipt(data, dict.fromkeys(receipts[seq], "?"), store._salt, int(plan["receipt_seq"]))
 
-    def find(t: pa.Table) -> bool:
-        return bool(pc.any(hits(t)).as_py() or pc.any(pc.is_in(t.column("seq"), rseqs)).as_py())
-
-    def transform(t: pa.Table) -> pa.Table:
-        mask = hits(t).to_numpy(zero_copy_only=False)
-
-        def receipt(seq: int, data: str) -> str:
-            return _placeholders(data, receipts.get(seq, set()), salt, int(plan["receipt_seq"]), counts)
-
-        return _stub_rows(t, mask, salt, None, counts, receipt)
-
-    _old, new = store.log.rewrite_segments(find, ["seq", "subject"], transform, progress=say)  # type: ignore[attr-defined]
-    say(f"log: {len(new)} segment(s) rewritten")
-
-    tmp, live = store.path / ITEMS_TMP, store.path / ITEMS_FILE
+    new, _counts = rewrite_log(store, plan["stub_seqs"], list(receipts), receipt, say)
+    tmp = store.path / ITEMS_TMP
     if resumed or not plan.get("items_ready") or not tmp.exists():
         _project_without(store, [], int(plan["end"]), tmp, say)  # the rewritten log's stubs are skipped anyway
     else:
         _drop_uses(tmp, store, receipts)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
-    live.with_name(ITEMS_FILE + ".wal").unlink(missing_ok=True)
-    os.replace(tmp, live)
-    fsync_dir(store.path)
+    swap_items(store, ITEMS_TMP)
     embeddings = _purge_vectors(store.path / "vectors", set(plan["hashes"]))
     snaps, others = _purge_rest(store.path)
     say(f"items: {plan['versions']} version(s) gone; embeddings: {embeddings}; snapshots: {snaps}")
@@ -181,14 +159,9 @@ def finish(store: "Store", plan: dict[str, Any], say: Callable[[str], None], t0:
         embeddings=embeddings, snapshots=snaps, other_files=others, seconds=round(time.perf_counter() - t0, 3),
         resumed=resumed)
     data = {k: v for k, v in report.to_dict().items() if k not in ("seconds", "resumed", "receipt_seq", "dry_run")}
-    from .store import _now_iso
-
-    seq = store.append([{"id": f"retention-{plan['end']}-{plan['receipt_seq']}", "source": "ctxdb",
-                         "type": RETENTION_TYPE, "subject": "ctxdb:retention", "time": _now_iso(), "data": data}])[0]
+    seq = append_receipt(store, f"retention-{plan['end']}-{plan['receipt_seq']}", RETENTION_TYPE, data)
     if seq != report.receipt_seq:
         report = msgspec.structs.replace(report, receipt_seq=seq)
-    (store.path / "purge.json").unlink(missing_ok=True)
-    fsync_dir(store.path)
     say(f"retention receipt at seq {seq}")
     return report
 
@@ -250,9 +223,9 @@ def _select(store: "Store", views, cfg: Config, now_us: int, end: int) -> tuple[
             held += int((on_hold & eligible & any_old).sum())
         out.append(seq[any_exp])
     seqs = np.unique(np.concatenate(out)) if out else np.empty(0, np.int64)
-    from .erase import llm_outputs_of
+    from .erase import system_refs
 
-    llm = llm_outputs_of(store, seqs.tolist(), end)
+    llm, _ = system_refs(store, seqs.tolist(), {}, end)
     entries = [{**({"type": r.type} if r.type is not None else {"kind": r.kind}), "retain": r.retain,
                 "cutoff": _iso(now_us - r.retain_us), "events": counts[j]} for j, r in enumerate(cfg.retention)]
     return sorted(set(seqs.tolist()) | set(llm)), entries, held
@@ -260,45 +233,28 @@ def _select(store: "Store", views, cfg: Config, now_us: int, end: int) -> tuple[
 
 # ---- 2. projecting without them ---------------------------------------------------------------
 def _project_without(store: "Store", seqs: Iterable[int], end: int, target: Path, say) -> None:
-    """Project events 1..end into a fresh item store at `target`, `seqs` left out."""
-    from .erase import purged_stubs
-    from .items import ItemStore
-    from .snapshot import ITEMS_FILE
+    """Project events 1..end into a fresh item store at `target`, `seqs` left out (each is
+    shown to the projector with a stub's subject, which it skips, as it will the real stub)."""
+    from .rebuild import fresh_projector, replay_into
 
-    assert store.path is not None
-    for f in (target, target.with_name(target.name + ".wal")):
-        f.unlink(missing_ok=True)
     skip = pa.array(sorted(seqs), pa.int64())
     sidx = PROJECT_COLUMNS.index("subject")
 
-    def wrap(it: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for b in it:
-            if len(skip):
-                m = pc.is_in(b.column("seq"), skip)
-                if pc.any(m).as_py():
-                    b = b.set_column(sidx, "subject", pc.if_else(m, _SKIPPED, b.column("subject")))
-            yield b
+    def leave_out(b: pa.RecordBatch) -> pa.RecordBatch:
+        if len(skip):
+            m = pc.is_in(b.column("seq"), skip)
+            if pc.any(m).as_py():
+                b = b.set_column(sidx, "subject", pc.if_else(m, _SKIPPED, b.column("subject")))
+        return b
 
-    fresh = ItemStore(target, atrest=store.log.atrest)
+    t0 = time.perf_counter()
+    proj = fresh_projector(store, target)
     try:
-        src = store.path / ITEMS_FILE
-        if src.exists():
-            fresh.copy_token_counts_from(src)
-        proj = Projector(fresh, store._python_rules, stub_subject=store._salt.stub_subject,
-                         purged=purged_stubs(store.log))
-        log = store.log
-        t0, done = time.perf_counter(), [0]
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            for b in wrap(log.read_batches(from_seq=1, to_seq=end, columns=PROJECT_COLUMNS)):
-                done[0] += b.num_rows
-                yield b
-
-        proj.run(batches(), end, lambda at: wrap(log.read_batches(from_seq=1, to_seq=at - 1, columns=PROJECT_COLUMNS)))
-        say(f"projected {done[0]} events without the expired ones in {time.perf_counter() - t0:.1f} s")
-        fresh.flush()
+        replay_into(proj, store.log, end, transform=leave_out)
+        proj.items.flush()
     finally:
-        fresh.close()
+        proj.items.close()
+    say(f"projected {end} events without the expired ones in {time.perf_counter() - t0:.1f} s")
 
 
 # ---- 3. planning ----------------------------------------------------------------------------
@@ -345,23 +301,7 @@ def _hashes_at(items, keys: Iterable[str], seq: int) -> dict[str, str]:
     return {v.key: item_hash(v) for v in _versions_of(items, set(keys), seq)}
 
 
-def _placeholders(data: str, lost: set[str], salt, at: int, counts: dict[str, int]) -> str:
-    if not lost:
-        return data
-    d = msgspec.json.decode(data)
-    out = []
-    for it in d.get("items", []):
-        if isinstance(it, dict) and it.get("key") in lost:
-            out.append({"key_hash": salt.key_hash(it["key"]), "kind": it.get("kind") or "?", "hash": it.get("hash"),
-                        "purged_at": at})
-        else:
-            out.append(it)
-    d["items"] = out
-    counts["receipts"] += 1
-    return msgspec.json.encode(d).decode()
-
-
-def _drop_uses(tmp: Path, store: "Store", receipts: dict[int, set[str]]) -> None:
+def _drop_uses(tmp: Path, store: "Store", receipts: dict[int, list[str]]) -> None:
     """A placeholder reinforces nothing: drop the uses the step-2 projection took from entries
     that are placeholders now (a projection of the rewritten log has none of them)."""
     from .items import ItemStore
