@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -81,3 +81,46 @@ def run_cli(*args: str, input: bytes | None = None, env: dict | None = None, tim
     exe = Path(sys.executable).parent / "ctxdb"
     return subprocess.run([str(exe), *args], input=input, capture_output=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+def kill_at_random_moments(tmp_path: Path, template: Path, argv: "Callable[[Path], list[str]]",
+                           check: "Callable[[Path], str]", *, min_kills: int, cap: int, seed: int,
+                           need_both: bool = False) -> tuple[int, dict[str, int]]:
+    """Crash an erasure with SIGKILL at random moments, each time in a fresh copy of `template`.
+
+    `argv(work)` starts a worker that prints "ready" before the erasure and "done" after it;
+    `check(work)` reopens the copy and returns "done" or "not done" (asserting consistency).
+    An unkilled run first measures how long the erasure takes; kills alternate between its
+    first and its second half. Runs until `min_kills` real kills (and, with `need_both`, both
+    outcomes) or `cap` attempts; returns (kills, outcomes). A run that outruns its kill counts
+    as an outcome, not a kill."""
+    import random
+    import shutil
+    import signal
+    import time
+
+    full = tmp_path / "full"
+    shutil.copytree(template, full)
+    p = subprocess.Popen(argv(full), stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    t_ready = time.perf_counter()
+    assert p.stdout.readline().startswith("done")
+    p.wait(timeout=60)
+    span = time.perf_counter() - t_ready
+    assert check(full) == "done"
+    rng = random.Random(seed)
+    seen = {"done": 0, "not done": 0}
+    kills = i = 0
+    while (kills < min_kills or (need_both and min(seen.values()) == 0)) and i < cap:
+        i += 1
+        work = tmp_path / f"w{i}"
+        shutil.copytree(template, work)
+        p = subprocess.Popen(argv(work), stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0, span * 0.5) if i % 2 else rng.uniform(span * 0.5, span * 0.97))
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+        kills += p.returncode == -signal.SIGKILL
+        seen[check(work)] += 1
+        shutil.rmtree(work)
+    return kills, seen

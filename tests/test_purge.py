@@ -4,17 +4,13 @@ SIGKILL at any moment either completes on the next open or has not happened."""
 from __future__ import annotations
 
 import json
-import random
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import ctxdb
 import pytest
-from conftest import ROOT, Clock, run_cli
+from conftest import ROOT, Clock, kill_at_random_moments, run_cli
 from ctxdb.embed import MiniLM
 from ctxdb.verify_purge import scan_store
 
@@ -275,42 +271,21 @@ def test_purge_survives_sigkill_at_random_moments(tmp_path):
     finally:
         db.close()
     cfg = str(tmpl / "c.toml")
-    # how long an unkilled purge takes (from 'ready'), to spread the kills over it
-    t0 = time.perf_counter()
-    full = tmp_path / "full"
-    shutil.copytree(tmpl / "db", full)
-    p = subprocess.Popen([sys.executable, str(ROOT / "tests" / "purge_worker.py"), str(full), cfg, "user:42"],
-                         stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "ready"
-    t_ready = time.perf_counter()
-    assert p.stdout.readline().startswith("done")
-    p.wait(timeout=60)
-    span = time.perf_counter() - t_ready
-    assert _state(full, marks) == "done"
-    rng = random.Random(7)
-    seen = {"done": 0, "not done": 0}
-    kills = 0
-    i = 0
-    while kills < 22 and i < 45:  # a purge that outruns its kill counts as done, not as a kill
-        i += 1
-        work = tmp_path / f"w{i}"
-        shutil.copytree(tmpl / "db", work)
-        p = subprocess.Popen([sys.executable, str(ROOT / "tests" / "purge_worker.py"), str(work), cfg, "user:42"],
-                             stdout=subprocess.PIPE, text=True)
-        assert p.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0, span * 0.9))
-        p.send_signal(signal.SIGKILL)
-        p.wait(timeout=30)
-        kills += p.returncode == -signal.SIGKILL
-        seen[_state(work, marks)] += 1
+
+    def check(work: Path) -> str:
+        state = _state(work, marks)
         db = ctxdb.open(work, embedder=None)
         try:
             assert db.view("seven", seq=seven.seq).hash == seven.hash
             assert db.audit(did).verified
         finally:
             db.close()
-        shutil.rmtree(work)
-    assert kills >= 20, (kills, seen, time.perf_counter() - t0)
+        return state
+
+    kills, seen = kill_at_random_moments(
+        tmp_path, tmpl / "db", lambda w: [sys.executable, str(ROOT / "tests" / "purge_worker.py"), str(w), cfg, "user:42"],
+        check, min_kills=22, cap=45, seed=7)
+    assert kills >= 20, (kills, seen)
     assert seen["done"] >= 1  # killed after the plan was durable: completed on reopen
 
 
