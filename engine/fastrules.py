@@ -257,13 +257,17 @@ def _arrow_spec(spec: str) -> bool:
             and all(c in _ARROW_DIRECTIVES for c in _DIRECTIVE.findall(spec)))
 
 
+#: below this many rows, times are formatted by Python (each pyarrow compute call costs ~0.1 ms)
+SMALL_BATCH = 16
+
+
 def time_strings(us: pa.Array, spec: str, mask: pa.Array | None = None) -> list[str | None]:
     """`{time:<spec>}` for each microsecond timestamp in `us` (int64), formatted with pyarrow, or
     None where Python must format it (a spec pyarrow may disagree on, a time outside 1970..9999,
     or a row outside `mask`)."""
     n = len(us)
-    if not _arrow_spec(spec):
-        return [None] * n
+    if n < SMALL_BATCH or not _arrow_spec(spec):
+        return [None] * n  # a few rows (a live append): Python formats them sooner than Arrow's calls return
     ok = pc.and_(pc.greater_equal(us, 0), pc.less(us, _MAX_US))
     if mask is not None:
         ok = pc.and_(ok, mask)

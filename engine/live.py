@@ -1,9 +1,14 @@
 """Live views: the projection runner, the materialized view of every agent, and subscriptions.
 
-A background thread wakes on every log commit, projects the new events (one DuckDB transaction
-per batch, with the checkpoint), updates each agent's candidate set from the opened and closed
-item versions, re-assembles each agent's view at the new position and pushes it to subscribers
-whose view content changed. `Views.view(agent)` at the current position is a dictionary read.
+A background thread wakes on every log commit, projects the new events, updates each agent's
+candidate set from the opened and closed item versions, re-assembles the view of every agent with
+subscribers at the new position and pushes it to them. The other agents' views are re-assembled
+when the log has been quiet for a moment (or on their next read). `Views.view(agent)` at the
+current position is then a dictionary read.
+
+Projected versions are written to the item store behind the push (write-behind) by a second
+thread, in one DuckDB transaction per write with the projector's checkpoint. DuckDB releases the
+GIL while it works, so that write runs alongside the next projection instead of in front of it.
 
 Past positions are assembled by the same `assemble()` from the item store's versions at that
 seq, the policy in force then and the reinforcement recorded by then, so they equal what was
@@ -33,10 +38,13 @@ if TYPE_CHECKING:
     from .semantic import Semantic
 
 
-#: write-behind: projected batches are written to the item store when this many versions or
-#: seconds have piled up (or when idle, or before a past view) -- never on the push path.
+#: write-behind: projected batches are written to the item store (by the writer thread) when
+#: this many versions or seconds have piled up, when idle, or before a past view -- never on the
+#: push path.
 WRITE_BEHIND_VERSIONS = 20_000
-WRITE_BEHIND_SECONDS = 0.25
+WRITE_BEHIND_SECONDS = 1.0
+#: views of agents without subscribers are re-assembled once the log has been quiet this long
+QUIET_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -146,8 +154,15 @@ class Views:
         self._last_catch_up = 0.0
         self._pending: list = []                    # projected, not yet written (write-behind)
         self._pending_versions = 0
-        self._last_write = _time.monotonic()
+        self._pending_since = 0.0
+        self._fresh_seq = -1                        # every agent's view was assembled at this seq
+        # Held while a write-behind batch is written; taken after `_lock`, never before it.
+        self._persist_lock = threading.Lock()
+        self._inflight: list = []                   # taken by the writer; left here if its write failed
+        self._wb = threading.Condition()            # wakes the writer
         self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
+        self.write_error: CtxdbError | None = None  # the writer's last failure (retried until it succeeds)
         self._stop = False
         self.error: BaseException | None = None
         # The live state (every agent's candidates) is built now for a live engine, where pushes
@@ -163,13 +178,19 @@ class Views:
         if self.live and self._thread is None:
             self._thread = threading.Thread(target=self._run, name="ctxdb-projector", daemon=True)
             self._thread.start()
+            self._writer = threading.Thread(target=self._write_behind, name="ctxdb-writer", daemon=True)
+            self._writer.start()
 
     def close(self) -> None:
         self._stop = True
         with self.log._changed:
             self.log._changed.notify_all()
+        with self._wb:
+            self._wb.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._writer is not None:
+            self._writer.join(timeout=30)
         if self.semantic is not None:
             self.semantic.close()
         for subs in list(self._subs.values()):
@@ -181,12 +202,13 @@ class Views:
         while not self._stop:
             with self.log._changed:
                 if self.log.last_seq <= self.projector.seq and not self._stop:
-                    self.log._changed.wait(WRITE_BEHIND_SECONDS if self._pending else 0.5)
+                    self.log._changed.wait(QUIET_SECONDS if self._stale() or self._pending else 0.5)
             if self._stop:
                 break
             try:
-                if self.log.last_seq <= self.projector.seq:
-                    self.persist()  # idle: write behind now
+                if self.log.last_seq <= self.projector.seq:  # quiet
+                    self._refresh_stale()
+                    self._wake_writer(now=True)
                     if _time.monotonic() - self._last_catch_up >= 1.0:  # quiet for a second
                         self.count_tokens_behind()
                     continue
@@ -223,15 +245,20 @@ class Views:
             # Push first, then persist: the item store write (a DuckDB commit) is not on the
             # notification path. Past views wait for this lock, so they never see a gap; after a
             # crash the same versions are re-projected from the durable log.
+            if writes and not self._pending:
+                self._pending_since = _time.monotonic()
             self._pending.extend(writes)  # before anything below can fail
             self._pending_versions += sum(len(w.new) for w in writes)
             if self.semantic is not None and self.live and writes:
                 self.semantic.enqueue(proj.seq, writes[-1].next_vid - 1,
                                       [(v.hash, v.text) for w in writes for v in w.new if v.op == "upsert"])
-            self._refresh_views(subscribed_only=not refresh)
-            if self._pending_versions >= WRITE_BEHIND_VERSIONS or \
-                    _time.monotonic() - self._last_write >= WRITE_BEHIND_SECONDS or not self.live:
+            # A live engine pushes to subscribers now and re-assembles the other agents' views
+            # when the log goes quiet (a read before that assembles its own).
+            self._refresh_views(subscribed_only=self.live or not refresh)
+            if self._writer is None:
                 self.persist()
+            else:
+                self._wake_writer()
             seq = proj.seq
             if self.on_projected is not None:
                 self.on_projected(seq)
@@ -241,16 +268,53 @@ class Views:
         return seq
 
     def persist(self) -> None:
-        """Write projected batches that are still in memory (write-behind) to the item store.
-        Called after each catch-up once enough has piled up, when idle, and before anything
-        reads the item store (past views, snapshots, rebuild, close)."""
-        with self._lock:
-            if self._pending:
-                self.items.write_many(self._pending)
-                self._pending = []
-                self._pending_versions = 0
-            self._last_write = _time.monotonic()
+        """Write every projected batch still in memory (write-behind) to the item store, after
+        the one the writer thread may be writing. Called before anything reads the item store
+        (past views, snapshots, rebuild, close), and after each catch-up of an engine without
+        a writer thread."""
+        with self._lock, self._persist_lock:
+            todo = self._inflight + self._pending
+            if todo:
+                self.items.write_many(todo)
+            self._inflight, self._pending, self._pending_versions = [], [], 0
+            self.write_error = None
             self._flush_tokens()
+
+    def _wake_writer(self, now: bool = False) -> None:
+        if self._writer is None:
+            return
+        if now or self._pending_versions >= WRITE_BEHIND_VERSIONS or \
+                (self._pending and _time.monotonic() - self._pending_since >= WRITE_BEHIND_SECONDS):
+            with self._wb:
+                self._wb.notify()
+
+    def _write_behind(self) -> None:
+        """The writer thread: writes the batches the projector has pushed (and left in
+        `_pending`) in one transaction each, outside the projection lock, so the next projection
+        and push need not wait for DuckDB."""
+        while not self._stop:
+            with self._wb:
+                self._wb.wait(WRITE_BEHIND_SECONDS)
+            if self._stop:
+                break
+            with self._lock:
+                # a batch whose write failed goes first again (persist() may also retry it)
+                todo, self._pending, self._pending_versions = self._inflight + self._pending, [], 0
+                counts = self._take_tokens()
+                if not todo and not counts:
+                    continue
+                self._inflight = todo
+                self._persist_lock.acquire()
+            try:
+                if todo:
+                    self.items.write_many(todo)
+                self._inflight = []
+                self.write_error = None
+                self._put_tokens(counts)
+            except CtxdbError as exc:  # kept in `_inflight`: retried next time, in order
+                self.write_error = exc
+            finally:
+                self._persist_lock.release()
 
     def count_tokens_behind(self, limit: int = 128) -> int:
         """Count tokens of stored versions that have no count yet (superseded versions a past
@@ -301,6 +365,7 @@ class Views:
             vs = [current[k] for k in sorted(current) if allowed(pol, current[k])]
             self._cands[name] = Candidates.build(vs, pol, tok(vs))
         self._views = {}
+        self._fresh_seq = -1
 
     def _deny_revoked(self) -> None:
         agents = self._agents()
@@ -349,6 +414,32 @@ class Views:
         if seq == 0:
             return 0, 0, 0
         return seq, self.log.recorded_at_of(seq), self._policy_version(seq)
+
+    def _stale(self) -> bool:
+        """Whether some agent's materialized view is behind the projection."""
+        return self._live_ready and self._fresh_seq != self.projector.seq
+
+    def _refresh_stale(self) -> None:
+        """Re-assemble the views that are behind the projection (agents without subscribers),
+        one agent at a time, giving way as soon as new events arrive."""
+        seq = self.projector.seq
+        if not self._stale():
+            return
+        for name in sorted(self._agents()):
+            with self._lock:
+                if self.log.last_seq > seq or self.projector.seq != seq:
+                    return  # new events: the next quiet moment finishes the work
+                pol = self._agents().get(name)
+                v = self._views.get(name)
+                if pol is None or (v is not None and v.seq == seq):
+                    continue
+                try:
+                    self._live_view(name, pol)
+                except BudgetError:  # this agent's problem only: its own view() raises it again
+                    self._views.pop(name, None)
+        with self._lock:
+            if self.projector.seq == seq:
+                self._fresh_seq = seq
 
     def _refresh_views(self, subscribed_only: bool = False) -> None:
         # Agents with subscribers first: their push latency does not wait for the others.
@@ -420,16 +511,23 @@ class Views:
         return cache
 
     def _flush_tokens(self) -> None:
+        self._put_tokens(self._take_tokens())
+
+    def _take_tokens(self) -> dict[str, dict[str, int]]:
+        """The token counts not yet in the item store, by tokenizer (taken: the caller writes them)."""
+        out = {name: dict(pending) for name, pending in self._tok_pending.items() if pending}
+        for name in out:
+            self._tok_pending[name].clear()
+        return out
+
+    def _put_tokens(self, counts: dict[str, dict[str, int]]) -> None:
         if self.items is None:
             return
-        for name, pending in list(self._tok_pending.items()):
-            if pending:
-                batch = dict(pending)
-                pending.clear()
-                try:
-                    self.items.put_token_counts(name, batch)
-                except CtxdbError:
-                    pass  # a cache: losing it costs a recount, never correctness
+        for name, batch in counts.items():
+            try:
+                self.items.put_token_counts(name, batch)
+            except CtxdbError:
+                pass  # a cache: losing it costs a recount, never correctness
 
     def _assemble(self, cands, pol: AgentPolicy, seq: int, now: int, uses: dict[str, int], cfg: Config,
                   version: int, **kw: Any) -> View:

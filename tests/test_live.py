@@ -288,6 +288,76 @@ def test_an_agents_budget_error_loses_no_projected_items(tmp_path):
         db.close()
 
 
+# ---- write-behind and quiet-time refresh ------------------------------------------------------
+def wait_until(cond, timeout: float = 10.0) -> bool:
+    ev = threading.Event()
+    for _ in range(int(timeout / 0.02)):
+        if cond():
+            return True
+        ev.wait(0.02)
+    return cond()
+
+
+def test_the_writer_thread_writes_behind_and_a_failed_write_is_retried(tmp_path, monkeypatch):
+    """Projected versions reach the item store from the writer thread without anyone reading;
+    a write that fails there is kept and retried first, so the store ends with every version in
+    order (the same as a rebuild's)."""
+    (tmp_path / "c.toml").write_text(TOML)
+    db = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock(T0))
+    try:
+        eng = db._views()
+        items = eng.items
+
+        def stored() -> int:
+            return items._q("SELECT count(*) AS n FROM item_versions").column("n")[0].as_py()
+
+        db.append([fact(f"k{i}", f"fact {i}") for i in range(5)])
+        assert db.wait(timeout=30)
+        assert wait_until(lambda: stored() == 5)          # written behind: no reader asked for it
+        real = type(items).write_many
+        failed: list[int] = []
+
+        def flaky(self, wbs):
+            if not failed and threading.current_thread().name == "ctxdb-writer":
+                failed.append(len(wbs))
+                raise ctxdb.CtxdbError("disk said no")
+            return real(self, wbs)
+        monkeypatch.setattr(type(items), "write_many", flaky)
+        s1 = db.append([fact("k1", "fact 1 again", hours=-0.5)])[0]
+        assert db.wait(s1, timeout=30)
+        assert wait_until(lambda: bool(failed))
+        assert wait_until(lambda: eng.write_error is not None or stored() == 6)
+        s2 = db.append([fact("k9", "fact 9")])[0]
+        assert db.wait(s2, timeout=30)
+        # retried by the writer, in order, with no reader asking
+        assert wait_until(lambda: stored() == 7)
+        assert eng.write_error is None
+        assert items._q("SELECT seq FROM checkpoints WHERE projector = 'items'").column("seq")[0].as_py() == s2
+        assert "fact 1 again" in db.view("bot", seq=s1).text and "fact 1 again" not in db.view("bot", seq=s1 - 1).text
+        assert db.rebuild()["identical"]
+    finally:
+        db.close()
+
+
+def test_views_of_agents_without_subscribers_are_ready_when_the_log_goes_quiet(db):
+    db.append([fact("a", "alpha"), fact("o", "ops one", subject="ops:1")])
+    assert db.wait(timeout=30)
+    eng = db._views()
+    assert wait_until(lambda: {n: v.seq for n, v in eng._views.items()}.get("ops") == db.last_seq)
+    with db.subscribe("bot") as sub:
+        assert sub.get(timeout=WAIT) is not None
+        s = db.append([fact("b", "bravo")])[0]
+        upd = sub.get(timeout=WAIT)
+        assert upd is not None and upd.view.seq == s
+        # the ops view is re-assembled when the log goes quiet, and equals the past view
+        assert wait_until(lambda: eng._views["ops"].seq == s)
+        assert eng._views["ops"].hash == db.view("ops", seq=s).hash
+    s = db.append([fact("o", "ops two", subject="ops:1", hours=-0.5)])[0]
+    assert db.wait(s, timeout=30)
+    v = db.view("ops")                                      # read before the quiet refresh, or after
+    assert v.seq == s and "ops two" in v.text and v.hash == db.view("ops", seq=s).hash
+
+
 # ---- restart -----------------------------------------------------------------------------------
 def item_store_state(path: Path) -> tuple[int, int]:
     con = duckdb.connect(str(path), read_only=True)
