@@ -689,8 +689,10 @@ class Views:
             sub = Subscription(self, agent)
             self._subs.setdefault(agent, []).append(sub)
             v = self._views.get(agent)
+            if v is not None and v.seq != self.projector.seq:
+                v = None  # not re-assembled since the last push (nobody was subscribed)
         if v is None and self.projector.seq > 0:
-            v = self.view(agent, seq=self.projector.seq)
+            v = self.view(agent)  # the current view, assembled now
         if v is not None:
             sub._push(v)
         return sub

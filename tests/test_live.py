@@ -358,6 +358,19 @@ def test_views_of_agents_without_subscribers_are_ready_when_the_log_goes_quiet(d
     assert v.seq == s and "ops two" in v.text and v.hash == db.view("ops", seq=s).hash
 
 
+def test_a_new_subscriber_gets_the_current_view_not_a_stale_one(db, monkeypatch):
+    db.append([fact("o", "ops one", subject="ops:1")])
+    assert db.wait(timeout=30)
+    assert db.view("ops").seq == db.last_seq                 # materialized at this seq
+    monkeypatch.setattr(type(db._views()), "_refresh_stale", lambda self: None)  # no quiet-time refresh
+    s = db.append([fact("o2", "ops two", subject="ops:1")])[0]
+    assert db.wait(s, timeout=30)
+    assert db._views()._views["ops"].seq < s                 # what the engine holds is behind
+    with db.subscribe("ops") as sub:
+        first = sub.get(timeout=WAIT)
+        assert first is not None and first.view.seq == s and "ops two" in first.view.text
+
+
 # ---- restart -----------------------------------------------------------------------------------
 def item_store_state(path: Path) -> tuple[int, int]:
     con = duckdb.connect(str(path), read_only=True)
