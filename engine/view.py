@@ -372,7 +372,7 @@ def assemble(
                 bool(must[i]), r, live.many(merged.get(i, ())) if i in merged else ())
 
     header = _header(policy.name, seq, now_us, valid_at)
-    heading_cost = {kind: tokenizer.count(f"## {title}") for kind, title in SECTIONS}
+    heading_cost = _heading_costs(tokenizer)
     used = tokenizer.count(header)
     present: set[str] = set()
     chosen: list[tuple] = []
@@ -422,7 +422,7 @@ def assemble(
         text = _render(header, chosen)
         exact = tokenizer.count(text)
 
-    items = tuple(_view_item(s) for s in _ordered(chosen))
+    items = tuple(_view_item(s) for s in _ordered(chosen))  # (the order _render printed them in)
     if explain:
         for s in chosen:
             notes.append(Explained(s[0].key, s[0].kind, "included", s[2], s[0].priority, s[3], s[4], s[1],
@@ -573,13 +573,26 @@ def _ordered(chosen: list[tuple]) -> list[tuple]:
 
 def _render(header: str, chosen: list[tuple]) -> str:
     lines = [header]
-    ordered = _ordered(chosen)
-    for kind, title in SECTIONS:
-        part = [s for s in ordered if s[0].kind == kind]
-        if part:
-            lines.append(f"## {title}")
-            lines.extend(render_line(s[0].text) for s in part)
+    kind = None
+    for s in _ordered(chosen):  # grouped by section, in SECTIONS order
+        if s[0].kind != kind:
+            kind = s[0].kind
+            lines.append(f"## {_TITLE[kind]}")
+        lines.append(render_line(s[0].text))
     return "\n".join(lines) + "\n"
+
+
+_TITLE = dict(SECTIONS)
+_HEADING_COSTS: dict[tuple[int, str], dict[str, int]] = {}
+
+
+def _heading_costs(tokenizer: Tokenizer) -> dict[str, int]:
+    """Tokens of each section heading (counted once per tokenizer)."""
+    key = (id(tokenizer), tokenizer.name)
+    got = _HEADING_COSTS.get(key)
+    if got is None:
+        got = _HEADING_COSTS[key] = {kind: tokenizer.count(f"## {title}") for kind, title in SECTIONS}
+    return got
 
 
 def _dedup(C: Candidates, live: "_Picked", must: np.ndarray, score: np.ndarray):
