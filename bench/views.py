@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -114,6 +115,23 @@ def naive_view(db, agent: str, seq: int):
     return v
 
 
+def fdatasync_latency(where: Path, n: int) -> dict:
+    """The disk's floor under a push: one small write + fdatasync on a file beside the store."""
+    path = where / "fsync-probe"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        ms = []
+        for _ in range(n):
+            t = time.perf_counter()
+            os.write(fd, b"x" * 512)
+            os.fdatasync(fd)
+            ms.append((time.perf_counter() - t) * 1e3)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return {"p50": pct(ms, 50), "p99": pct(ms, 99)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -152,7 +170,7 @@ def main() -> None:
             out["current_view_ms"] = {"p50": pct(lat, 50), "p99": pct(lat, 99)}
 
             rnd = random.Random(1)
-            push = []
+            push, appended = [], []
             with db.subscribe("support-bot") as sub:
                 sub.get(timeout=5)
                 for i in range(args.appends):
@@ -162,6 +180,7 @@ def main() -> None:
                           "data": {"order_id": o, "status": f"live update {i}", "carrier": "UPS"}}
                     t = time.perf_counter()
                     (seq,) = db.append([ev])
+                    appended.append((time.perf_counter() - t) * 1e3)
                     while True:
                         upd = sub.get(timeout=10)
                         if upd is None:
@@ -170,6 +189,8 @@ def main() -> None:
                             break
                     push.append((time.perf_counter() - t) * 1e3)
             out["append_to_notified_ms"] = {"p50": pct(push, 50), "p99": pct(push, 99)}
+            out["append_alone_ms"] = {"p50": pct(appended, 50), "p99": pct(appended, 99)}
+            out["fdatasync_ms"] = fdatasync_latency(store, args.appends)
 
             # Token counts of superseded versions are filled in by the projector thread when idle
             # (a cache: a past view counts what is missing itself). Measure past views both
@@ -214,6 +235,8 @@ def main() -> None:
         ("current view read p99", f"{out['current_view_ms']['p99']:.3f} ms", "<= 5 ms", out["current_view_ms"]["p99"] <= 5),
         ("append -> notified p99", f"{out['append_to_notified_ms']['p99']:.2f} ms (p50 {out['append_to_notified_ms']['p50']:.2f})",
          "<= 10 ms", out["append_to_notified_ms"]["p99"] <= 10),
+        ("  of which append alone", f"p50 {out['append_alone_ms']['p50']:.2f} ms, p99 {out['append_alone_ms']['p99']:.2f} ms",
+         f"(disk: write+fdatasync p50 {out['fdatasync_ms']['p50']:.2f}, p99 {out['fdatasync_ms']['p99']:.2f} ms)", None),
         ("as-of view p50", f"{ao:.1f} ms (p99 {out['as_of_view_ms']['p99']:.1f})", "<= 50 ms", ao <= 50),
         ("as-of view, cold cache", f"{out['as_of_view_cold_ms']['p50']:.1f} ms p50 (token backfill {out['token_backfill_s']} s)",
          "", None),
