@@ -22,6 +22,7 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
+from .digest import digest_batches
 from .errors import CorruptionError, CtxdbError
 
 ITEM_SCHEMA_VERSION = 1
@@ -284,13 +285,13 @@ class ItemStore:
 
     def digest(self) -> str:
         """A hash over every item version, in vid order: two stores with the same digest hold
-        identical item versions."""
+        identical item versions (see digest.py: BLAKE2b over the columns' bytes)."""
         # vid orders the versions but is not hashed: a purge that copies the item store keeps
         # the vids (with gaps where the subject's versions were); a replay numbers them densely
         cols = ", ".join(c for c in COLUMNS if c != "vid")
-        t = self._q(f"SELECT md5(string_agg(md5(CAST(struct_pack({cols}) AS VARCHAR)), '' ORDER BY vid)) AS d "
-                    "FROM item_versions")
-        return t.column("d")[0].as_py() or hashlib.md5(b"").hexdigest()
+        with self._lock:
+            rdr = self._con.sql(f"SELECT {cols} FROM item_versions ORDER BY vid").to_arrow_reader(100_000)
+            return digest_batches(rdr.schema, rdr)
 
     # ---- writes --------------------------------------------------------------------------
     def write(self, wb: WriteBatch) -> None:
