@@ -22,6 +22,7 @@ the tests) and the time lies in 1970..9999; other rows fall back to datetime.str
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, Callable
 
@@ -37,7 +38,7 @@ from .events import utc_from_micros
 from .redact import _PRECHECK
 from .template import ENVELOPE_FIELDS, MissingField, Template, _format, walk
 
-__all__ = ["Batch", "FastRule", "compile_rule", "may_redact", "render_row", "seal", "seal_rows", "time_strings"]
+__all__ = ["ArrowBatch", "Batch", "FastRule", "compile_rule", "may_redact", "render_row", "seal", "seal_many", "seal_rows", "time_strings"]
 
 # strftime directives whose output pyarrow (C++ date library, "C" locale) and CPython/glibc agree
 # on for years 1970..9999; names of days and months, %c, %x, %Z etc. are left to Python.
@@ -140,16 +141,50 @@ class Batch:
         self.times = times
 
 
+class ArrowBatch:
+    """A Batch over an Arrow record batch whose columns become Python lists when first read
+    (row r of each), with the same attributes as Batch (the compiled rules read either)."""
+
+    _INT = ("time_ts", "recorded_at")
+
+    def __init__(self, b: pa.RecordBatch, times: dict[tuple[str, str], list]) -> None:
+        self._b = b
+        self.times = times
+
+    def __getattr__(self, name: str) -> list:
+        if name.startswith("_") or name not in self._b.schema.names:
+            raise AttributeError(name)
+        col = self._b.column(name)
+        out = (col.cast(pa.int64()) if name in self._INT else col).to_pylist()
+        setattr(self, name, out)
+        return out
+
+
+def seal_many(texts: list[str]) -> tuple[list[str], list[str | None], list[str]]:
+    """seal() of each text: (redacted texts, item metas, content hashes)."""
+    flags = may_redact_many(texts) if len(texts) > 64 else [may_redact(t) for t in texts]
+    metas: list[str | None] = [None] * len(texts)
+    if any(flags):
+        texts = list(texts)
+        for i, f in enumerate(flags):
+            if f:
+                texts[i], metas[i] = _redacted(texts[i])
+    b2 = hashlib.blake2b
+    return texts, metas, [b2(t.encode(), digest_size=16).hexdigest() for t in texts]
+
+
 class FastRule:
     """A simple rule compiled: `render(d, m, batch, r)` -> (key, text, subject, tags), or raises
-    MissingField; d/m are the decoded data/meta of row r (None when the rule reads neither)."""
+    MissingField; d/m are the decoded data/meta of row r (None when the rule reads neither).
+    `render_many(ds, ms, batch, rows)` renders many rows in one call (see compile_rule)."""
 
-    __slots__ = ("rule", "render", "needs_data", "needs_meta", "times", "ttl_us", "rule_subject")
+    __slots__ = ("rule", "render", "render_many", "needs_data", "needs_meta", "times", "ttl_us", "rule_subject")
 
     def __init__(self, rule: Rule, render: Callable, needs_data: bool, needs_meta: bool,
-                 times: set[tuple[str, str]]) -> None:
+                 times: set[tuple[str, str]], render_many: Callable | None = None) -> None:
         self.rule = rule
         self.render = render
+        self.render_many = render_many
         self.needs_data, self.needs_meta = needs_data, needs_meta
         self.times = times
         self.ttl_us = rule.ttl_us
@@ -169,6 +204,14 @@ class _Gen:
         self.n = 0
         self.needs_data = self.needs_meta = False
         self.times: set[tuple[str, str]] = set()
+        self.hoisted: dict[str, str] = {}   # expression on B -> local name bound before the rows
+
+    def hoist(self, expr: str) -> str:
+        """A local bound once per call to `expr` (a column of the batch, or its formatted times)."""
+        name = self.hoisted.get(expr)
+        if name is None:
+            name = self.hoisted[expr] = f"_h{len(self.hoisted)}"
+        return name
 
     def const(self, value: Any) -> str:
         name = f"_c{len(self.consts)}"
@@ -199,8 +242,8 @@ class _Gen:
             self.times.add((root, spec))
             col = "time_ts" if root == "time" else "recorded_at"
             key = self.const((root, spec))
-            L.append(f"{s} = B.times[{key}][r]")
-            L.append(f"if {s} is None: {s} = _time_fallback(B.{col}[r], {spec!r})")
+            L.append(f"{s} = {self.hoist(f'B.times[{key}]')}[r]")
+            L.append(f"if {s} is None: {s} = _time_fallback({self.hoist(f'B.{col}')}[r], {spec!r})")
             return s
         if root in ("data", "meta"):
             src = "d" if root == "data" else "m"
@@ -222,7 +265,7 @@ class _Gen:
                 L.append(f"        {v} = None")
         else:
             assert root in ENVELOPE_FIELDS
-            L.append(f"{v} = B.{root}[r]")
+            L.append(f"{v} = {self.hoist(f'B.{root}')}[r]")
         # _format(v, "") returns a str unchanged and an int as str(v): inlined
         fmt = (f"{v} if type({v}) is str else (str({v}) if type({v}) is int else _format({v}, ''))"
                if not spec else f"_format({v}, {spec!r})")
@@ -242,14 +285,34 @@ def compile_rule(rule: Rule) -> FastRule | None:
     g = _Gen()
     key = g.template(rule.key)
     text = g.template(rule.text)
-    subject = "B.subject[r]" if rule.subject.source == "{subject}" else g.template(rule.subject)
+    subject = f"{g.hoist('B.subject')}[r]" if rule.subject.source == "{subject}" else g.template(rule.subject)
     tags = [g.template(t) for t in rule.tags]
-    g.lines.append(f"return {key}, {text}, {subject}, ({''.join(t + ', ' for t in tags)})")
-    src = "def render(d, m, B, r):\n" + "".join("    " + ln + "\n" for ln in g.lines)
+    tags_expr = f"({''.join(t + ', ' for t in tags)})"
+    prologue = [f"{name} = {expr}" for expr, name in g.hoisted.items()]
+    # one row: render(d, m, B, r) -> (key, text, subject, tags)
+    src = ("def render(d, m, B, r):\n" + "".join("    " + ln + "\n" for ln in prologue + g.lines)
+           + f"    return {key}, {text}, {subject}, {tags_expr}\n")
+    # many rows: render_many(ds, ms, B, rows) -> (positions rendered, keys, texts, subjects,
+    # tags, [(position, MissingField)]); ds/ms are the decoded data/meta of rows[i] (or None);
+    # any other exception propagates
+    body = "".join("            " + ln + "\n" for ln in g.lines)
+    src += ("def render_many(ds, ms, B, rows):\n" + "".join("    " + ln + "\n" for ln in prologue)
+            + "    I = []; K = []; T = []; S = []; G = []; X = []\n"
+            + "    d = m = None\n"
+            + "    for i in range(len(rows)):\n"
+            + "        r = rows[i]\n"
+            + ("        d = ds[i]\n" if g.needs_data else "")
+            + ("        m = ms[i]\n" if g.needs_meta else "")
+            + "        try:\n" + body
+            + "        except _Missing as exc:\n"
+            + "            X.append((i, exc))\n"
+            + "            continue\n"
+            + f"        I.append(i); K.append({key}); T.append({text}); S.append({subject}); G.append({tags_expr})\n"
+            + "    return I, K, T, S, G, X\n")
     ns: dict[str, Any] = {"_walk": walk, "_Missing": MissingField, "_format": _format,
                           "_time_fallback": _time_fallback, **g.consts}
     exec(compile(src, f"<rule {rule.name}>", "exec"), ns)  # noqa: S102 (source built from parsed templates)
-    return FastRule(rule, ns["render"], g.needs_data, g.needs_meta, g.times)
+    return FastRule(rule, ns["render"], g.needs_data, g.needs_meta, g.times, ns["render_many"])
 
 
 def _arrow_spec(spec: str) -> bool:

@@ -30,14 +30,16 @@ from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .config import Config, Rule, default_config, from_dict, glob_match, parse_duration
 from .errors import ConfigError
 from .events import Event, utc_from_micros
-from .items import ItemStore, ItemVersion, Policy, WriteBatch
-from .fastrules import Batch, FastRule, compile_rule, render_row, seal, seal_rows, time_strings
+from .items import ARROW_SCHEMA, ItemStore, ItemVersion, Policy, WriteBatch
+from .fastrules import (ArrowBatch, Batch, FastRule, compile_rule, render_row, seal, seal_many, seal_rows,
+                        time_strings)
 from .template import EventContext, MissingField
 
 SYSTEM_PREFIX = "ctxdb."
@@ -48,6 +50,8 @@ FORGET_TYPE = "ctxdb.forget"
 HOLD_TYPE = "ctxdb.hold"         # data {"release": false|true}: a legal hold on its subject
 PURGE_TYPE = "ctxdb.purge"
 PURGED_PREFIX = "purged:"        # subjects (and ids) of the content-free stubs a purge leaves
+_SKIP, _FAST, _SLOW = 0, 1, 2     # row classes of the columnar path (Projector._row_class)
+_NO_FIRST = 1 << 62              # WriteBatch.first_vid of the columnar path: every close goes to wb.closes
 PROJECT_COLUMNS = ["seq", "recorded_at", "id", "source", "type", "subject", "time", "time_ts", "data", "meta"]
 
 
@@ -117,6 +121,7 @@ class Projector:
         self.uses: dict[str, int] = self.items.uses_at(self.seq)
         self._rule_cache: dict[str, list[Rule]] = {}
         self._fast_cache: dict[str, _FastRules | None] = {}
+        self._columnar = False
         raw = self.items.get_meta("llm_open")
         self.llm_open: dict[str, dict] = msgspec.json.decode(raw) if raw else {}
         raw = self.items.get_meta("forgotten")
@@ -194,16 +199,24 @@ class Projector:
         items.BulkWriter — hand the writes to the caller, who must write them in order before
         serving any past view). Returns (opened, closed) item versions for live
         views. `read_prefix(seq)` reads events 1..seq-1 (re-projection after a rules change)."""
-        opened: list[ItemVersion] = []
-        closed: list[ItemVersion] = []
-        for b in batches:
-            wb = WriteBatch(to_seq=self.seq, next_vid=self.next_vid, first_vid=self.next_vid)
-            self._project_batch(b, wb, opened, closed, read_prefix)
-            self._flush(wb, deferred)
-        if self.seq < to_seq:  # nothing matched at the end: still advance the checkpoint
-            self.seq = to_seq
-            self._flush(WriteBatch(to_seq=to_seq, next_vid=self.next_vid), deferred)
-        return opened, closed
+        # A writer that takes new versions as Arrow tables (items.BulkWriter: a replay into a fresh
+        # store, which nobody reads before it is done) gets runs of simple rules projected at
+        # once (_fast_run); then no (opened, closed) versions are collected.
+        self._columnar = columnar = bool(getattr(deferred, "columnar", False)) and not self.python_rules
+        opened: list[ItemVersion] = _Discard() if columnar else []  # type: ignore[assignment]
+        closed: list[ItemVersion] = _Discard() if columnar else []  # type: ignore[assignment]
+        try:
+            for b in batches:
+                wb = WriteBatch(to_seq=self.seq, next_vid=self.next_vid,
+                                first_vid=_NO_FIRST if columnar else self.next_vid)
+                self._project_batch(b, wb, opened, closed, read_prefix)
+                self._flush(wb, deferred)
+            if self.seq < to_seq:  # nothing matched at the end: still advance the checkpoint
+                self.seq = to_seq
+                self._flush(WriteBatch(to_seq=to_seq, next_vid=self.next_vid), deferred)
+        finally:
+            self._columnar = False
+        return ([], []) if columnar else (opened, closed)
 
     def _flush(self, wb: WriteBatch, deferred: Any = None) -> None:
         wb.to_seq, wb.next_vid = self.seq, self.next_vid
@@ -233,55 +246,260 @@ class Projector:
         if at is None and b.num_rows and b.column("seq")[0].as_py() <= self.seq:
             b = b.filter(pc.greater(b.column("seq"), self.seq))
         if b.num_rows:
-            cols = {c: b.column(c).to_pylist() for c in PROJECT_COLUMNS if c not in ("recorded_at", "time_ts")}
-            cols["recorded_at"] = b.column("recorded_at").cast(pa.int64()).to_pylist()
-            cols["time_ts"] = b.column("time_ts").cast(pa.int64()).to_pylist()
-            names = list(cols)
-            B = Batch(cols, _BatchTimes(self, b))
-            types, subjects, seqs = B.type, B.subject, B.seq
-            # rules stay the same through the batch unless it holds a policy event: then render
-            # row by row, after the rows before have been projected
-            pre = None if POLICY_TYPE in B.type else self._prerender(B, b.num_rows)
-            for r in range(b.num_rows):
-                t = types[r]
-                fr = self._fast_for(t)
-                if fr is not None:  # only simple template rules: the compiled fast path
-                    subj = subjects[r]
-                    if not (subj in self.forgotten or subj.startswith(PURGED_PREFIX)
-                            or (self.purged and self._was_purged(subj))):
-                        recs = pre[r] if pre is not None else seal_rows(
-                            [render_row(fr.rules, fr.needs_data, fr.needs_meta, B, r)])[0]
-                        self._fast_row(fr, recs, B, r, seqs[r] if at is None else at, wb, opened, closed)
-                    if at is None:
-                        self.seq = seqs[r]
-                    continue
-                row = {c: cols[c][r] for c in names}
-                rules = self._rules_for(t)
-                system = t.startswith(SYSTEM_PREFIX)
-                pos = row["seq"] if at is None else at
-                subj = row["subject"]
-                if t == FORGET_TYPE or t == HOLD_TYPE:
-                    if at is None:
-                        if t == FORGET_TYPE:
-                            self._forget(row, wb, closed)
-                        else:
-                            self._hold(row, wb)
-                        self.seq = row["seq"]
-                    continue
-                if subj in self.forgotten or subj.startswith(PURGED_PREFIX) or (self.purged and self._was_purged(subj)):
-                    if at is None:  # a forgotten subject, or a purge's stub: nothing to project
-                        self.seq = row["seq"]
-                    continue
-                if t == LLM_TYPE:
-                    self._llm_output(row, pos, wb, opened, closed)
-                if system and at is None:
-                    self._system_event(row, wb, opened, closed, read_prefix)
-                if rules or self.python_rules:
-                    self._apply(row, rules, pos, wb, opened, closed)
-                if at is None:
-                    self.seq = row["seq"]
+            B = ArrowBatch(b, _BatchTimes(self, b))
+            if self._columnar:
+                self._project_columnar(b, B, wb, opened, closed, read_prefix, at)
+            else:
+                # rules stay the same through the batch unless it holds a policy event: then
+                # render row by row, after the rows before have been projected
+                pre = None if POLICY_TYPE in B.type else self._prerender(B, b.num_rows)
+                self._rows(B, 0, b.num_rows, pre, wb, opened, closed, read_prefix, at)
         if at is None:
             self.seq = max(self.seq, last)
+
+    def _rows(self, B: ArrowBatch, lo: int, hi: int, pre: list | None, wb: WriteBatch, opened, closed,
+              read_prefix, at: int | None) -> None:
+        """Project rows lo..hi-1 of a batch one by one (`pre`: their rendered fast rules, by
+        row, from _prerender; None: render here)."""
+        types, subjects, seqs = B.type, B.subject, B.seq
+        cols = None
+        for r in range(lo, hi):
+            t = types[r]
+            fr = self._fast_for(t)
+            if fr is not None:  # only simple template rules: the compiled fast path
+                subj = subjects[r]
+                if not (subj in self.forgotten or subj.startswith(PURGED_PREFIX)
+                        or (self.purged and self._was_purged(subj))):
+                    recs = pre[r] if pre is not None else seal_rows(
+                        [render_row(fr.rules, fr.needs_data, fr.needs_meta, B, r)])[0]
+                    self._fast_row(fr, recs, B, r, seqs[r] if at is None else at, wb, opened, closed)
+                if at is None:
+                    self.seq = seqs[r]
+                continue
+            if cols is None:
+                cols = {c: getattr(B, c) for c in PROJECT_COLUMNS}
+            row = {c: cols[c][r] for c in PROJECT_COLUMNS}
+            rules = self._rules_for(t)
+            system = t.startswith(SYSTEM_PREFIX)
+            pos = row["seq"] if at is None else at
+            subj = row["subject"]
+            if t == FORGET_TYPE or t == HOLD_TYPE:
+                if at is None:
+                    if t == FORGET_TYPE:
+                        self._forget(row, wb, closed)
+                    else:
+                        self._hold(row, wb)
+                    self.seq = row["seq"]
+                continue
+            if subj in self.forgotten or subj.startswith(PURGED_PREFIX) or (self.purged and self._was_purged(subj)):
+                if at is None:  # a forgotten subject, or a purge's stub: nothing to project
+                    self.seq = row["seq"]
+                continue
+            if t == LLM_TYPE:
+                self._llm_output(row, pos, wb, opened, closed)
+            if system and at is None:
+                self._system_event(row, wb, opened, closed, read_prefix)
+            if rules or self.python_rules:
+                self._apply(row, rules, pos, wb, opened, closed)
+            if at is None:
+                self.seq = row["seq"]
+
+    # ---- the columnar path (replays into a bulk writer) ----------------------------------
+    def _row_class(self, event_type: str) -> int:
+        if self._fast_for(event_type) is not None:
+            return _FAST
+        if not self._rules_for(event_type) and not event_type.startswith(SYSTEM_PREFIX):
+            return _SKIP
+        return _SLOW
+
+    def _project_columnar(self, b: pa.RecordBatch, B: ArrowBatch, wb: WriteBatch, opened, closed,
+                          read_prefix, at: int | None) -> None:
+        """Project a batch as runs of rows whose event types have only simple rules (or none),
+        each run at once (_fast_run), and every other row one by one (_rows), in seq order. A
+        policy event may change the rules: the rows after it are classified again."""
+        n = b.num_rows
+        tcol = b.column("type")
+        uniq_arr = pc.unique(tcol)
+        codes = pc.index_in(tcol, value_set=uniq_arr).to_numpy(zero_copy_only=False)
+        uniq = uniq_arr.to_pylist()
+        i = 0
+        while i < n:
+            cls = np.array([self._row_class(t) for t in uniq], dtype=np.int8)[codes]
+            slow = (np.flatnonzero(cls[i:] == _SLOW) + i).tolist()
+            slow.append(n)
+            for j in slow:
+                if j > i:
+                    self._fast_run(b, B, codes, uniq, cls, i, j, wb, opened, closed, read_prefix, at)
+                i = j + 1
+                if j == n:
+                    break
+                self._rows(B, j, j + 1, None, wb, opened, closed, read_prefix, at)
+                if uniq[codes[j]] == POLICY_TYPE:
+                    break  # the rules may have changed from here on
+
+    def _fast_run(self, b: pa.RecordBatch, B: ArrowBatch, codes, uniq: list[str], cls, lo: int, hi: int,
+                  wb: WriteBatch, opened, closed, read_prefix, at: int | None) -> None:
+        """Project rows lo..hi-1 of a batch, all of event types whose rules are all simple (or
+        that no rule matches), at once: the rules render their rows type by type, the texts are
+        sealed together, supersession is one pass over the keys, and the new versions go to the
+        writer as one Arrow table. The versions, vids, checkpoint and stats are those of _rows;
+        if a rendering raises anything but MissingField, _rows projects the run instead (and
+        raises it where the per-event path would)."""
+        rows = np.flatnonzero(cls[lo:hi] == _FAST) + lo
+        if len(rows):
+            pp = getattr(B, "_purged_prefix", None)
+            if pp is None:
+                pp = B._purged_prefix = pc.starts_with(b.column("subject"), PURGED_PREFIX).to_numpy(
+                    zero_copy_only=False)
+            keep = ~pp[rows]
+            if self.forgotten or self.purged:
+                subj, forgotten, purged, was_purged = B.subject, self.forgotten, self.purged, self._was_purged
+                keep &= np.array([not (subj[r] in forgotten or (purged and was_purged(subj[r])))
+                                  for r in rows.tolist()], dtype=bool)
+            rows = rows[keep]
+        if len(rows):
+            try:
+                out = self._render_run(B, codes, uniq, rows)
+            except Exception:  # noqa: BLE001 (raised again by the per-event path, at its row)
+                self._rows(B, lo, hi, None, wb, opened, closed, read_prefix, at)
+                return
+            self._put_run(b, B, out, wb, closed, at)
+        if at is None:
+            self.seq = B.seq[hi - 1]
+
+    def _render_run(self, B: ArrowBatch, codes, uniq: list[str], rows) -> tuple:
+        """Render the rules of `rows` (all of fast types): (rules, rule index, row, key, text,
+        subject, tags) of each version in projection order (row, then rule), counting the
+        matches and skips. Pure but for the stats, which are counted last."""
+        rules: list[FastRule] = []
+        parts = []        # (sort keys, rule indexes, rows, keys, texts, subjects, tags) per (type, rule)
+        skips = []        # (sort key, rule, row, MissingField)
+        matched = 0
+        rc = codes[rows]
+        loads = msgspec.json.decode
+        types = np.unique(rc).tolist()
+        frs = {c: self._fast_for(uniq[c]) for c in types}
+        width = max(len(fr.rules) for fr in frs.values())  # type: ignore[union-attr]
+        for c in types:
+            fr = frs[c]
+            assert fr is not None
+            rt = rows[rc == c] if len(types) > 1 else rows
+            rl = rt.tolist()
+            ds = ms = None
+            if fr.needs_data:
+                data = B.data
+                ds = [loads(data[r]) for r in rl]
+            if fr.needs_meta:
+                meta = B.meta
+                ms = [None if meta[r] is None else loads(meta[r]) for r in rl]
+            matched += len(rl) * len(fr.rules)
+            for ri, f in enumerate(fr.rules):
+                gi = len(rules)
+                rules.append(f)
+                idx, keys, texts, subjects, tags, missing = f.render_many(ds, ms, B, rl)
+                vr = rt[idx] if len(idx) != len(rl) else rt
+                parts.append((vr * width + ri, gi, vr, keys, texts, subjects, tags))
+                for i, exc in missing:
+                    skips.append((rl[i] * width + ri, f, rl[i], exc))
+        st = self.stats
+        st.matched += matched
+        if skips:
+            st.skipped += len(skips)
+            _, f, r, exc = max(skips, key=lambda x: x[0])
+            st.last_skip = f"{f.rule.name} at seq {B.seq[r]}: event has no `{exc.path}`"
+        if len(parts) == 1:
+            _, gi, vr, keys, texts, subjects, tags = parts[0]
+            return rules, np.full(len(vr), gi, dtype=np.int64), vr, keys, texts, subjects, tags
+        order = np.argsort(np.concatenate([p[0] for p in parts]), kind="stable")
+        gid = np.concatenate([np.full(len(p[2]), p[1], dtype=np.int64) for p in parts])[order]
+        vrow = np.concatenate([p[2] for p in parts])[order]
+        ol = order.tolist()
+        cat = lambda k: [x for p in parts for x in p[k]]  # noqa: E731
+        keys, texts, subjects, tags = ([xs[o] for o in ol] for xs in (cat(3), cat(4), cat(5), cat(6)))
+        return rules, gid, vrow, keys, texts, subjects, tags
+
+    def _put_run(self, b: pa.RecordBatch, B: ArrowBatch, out: tuple, wb: WriteBatch, closed, at: int | None) -> None:
+        """_put for every rendered version of a run (see _render_run), as one Arrow table."""
+        rules, gid, vrow, keys, texts, subjects, tags = out
+        if (self.forgotten or self.purged) and any(f.rule_subject for f in rules):
+            # a rule naming a forgotten subject from another subject's event
+            forgotten, purged, was_purged = self.forgotten, self.purged, self._was_purged
+            ok = [not (s in forgotten or (purged and was_purged(s))) for s in subjects]
+            if not all(ok):
+                sel = [i for i, k in enumerate(ok) if k]
+                gid, vrow = gid[sel], vrow[sel]
+                keys, texts, subjects, tags = ([xs[i] for i in sel] for xs in (keys, texts, subjects, tags))
+        m = len(keys)
+        if not m:
+            return
+        texts, metas, hashes = seal_many(texts)
+        rl = vrow.tolist()
+        tcol, scol = B.time_ts, B.seq
+        ts = [tcol[r] for r in rl]
+        pos = [scol[r] for r in rl] if at is None else [at] * m
+        # supersession: a version closes the current one of its key, unless it is late
+        vid0 = self.next_vid
+        self.next_vid += m
+        to_seq: list[int | None] = [None] * m
+        last_time, current = self.last_time, self.current
+        lt_get, cur_get = last_time.get, current.get
+        newest: dict[str, int] = {}
+        for i in range(m):
+            k, t = keys[i], ts[i]
+            lt = lt_get(k)
+            if lt is not None and t < lt:
+                to_seq[i] = pos[i]  # late: stored, never current
+                continue
+            last_time[k] = t
+            p = newest.get(k)
+            if p is None:
+                cur = cur_get(k)
+                if cur is not None:
+                    self._close(cur, pos[i], wb, closed)
+            else:
+                to_seq[p] = pos[i]
+            newest[k] = i
+        idcol = B.id
+        for k, i in newest.items():
+            f, r, t = rules[gid[i]], rl[i], ts[i]
+            rule = f.rule
+            current[k] = ItemVersion(vid0 + i, k, "upsert", subjects[i], rule.kind, texts[i], rule.priority,
+                                     rule.pinned, tags[i], t, None if f.ttl_us is None else t + f.ttl_us, hashes[i],
+                                     pos[i], None, (scol[r],), (idcol[r],), rule.name, metas[i])
+        # the new versions as a table
+        g = pa.array(gid)
+        take = lambda vals, typ: pa.array(vals, typ).take(g)  # noqa: E731
+        ts_np = np.array(ts, dtype=np.int64)
+        ttl = np.array([0 if f.ttl_us is None else f.ttl_us for f in rules], dtype=np.int64)[gid]
+        no_ttl = np.array([f.ttl_us is None for f in rules], dtype=bool)[gid]
+        offsets = pa.array(np.arange(m + 1, dtype=np.int32))
+        vr = pa.array(vrow)
+        if any(f.rule.tags for f in rules):
+            tag_arr = pa.array(tags, pa.list_(pa.string()))
+        else:
+            tag_arr = pa.ListArray.from_arrays(pa.array(np.zeros(m + 1, dtype=np.int32)), pa.array([], pa.string()),
+                                               type=pa.list_(pa.string()))
+        tbl = pa.Table.from_arrays([
+            pa.array(np.arange(vid0, vid0 + m, dtype=np.int64)),
+            pa.array(keys, pa.string()),
+            pa.array(["upsert"], pa.string()).take(pa.array(np.zeros(m, dtype=np.int32))),
+            pa.array(subjects, pa.string()),
+            take([f.rule.kind for f in rules], pa.string()),
+            pa.array(texts, pa.string()),
+            take([f.rule.priority for f in rules], pa.float64()),
+            take([f.rule.pinned for f in rules], pa.bool_()),
+            tag_arr,
+            pa.array(ts_np),
+            pa.array(ts_np + ttl, mask=no_ttl),
+            pa.array(hashes, pa.string()),
+            pa.array(pos, pa.int64()),
+            pa.array(to_seq, pa.int64()),
+            pa.ListArray.from_arrays(offsets, b.column("seq").take(vr).cast(pa.int64()), type=pa.list_(pa.int64())),
+            pa.ListArray.from_arrays(offsets, b.column("id").take(vr).cast(pa.string()), type=pa.list_(pa.string())),
+            take([f.rule.name for f in rules], pa.string()),
+            pa.array(metas, pa.string()),
+        ], schema=ARROW_SCHEMA)
+        wb.new_table = tbl if wb.new_table is None else pa.concat_tables([wb.new_table, tbl])
 
     def _system_event(self, row: dict, wb: WriteBatch, opened, closed, read_prefix) -> None:
         if row["type"] == DECISION_TYPE:
@@ -593,6 +811,13 @@ class Projector:
         if self.llm_open.pop(key, None) is not None:
             wb.meta["llm_open"] = msgspec.json.encode(self.llm_open).decode()
 
+
+
+class _Discard(list):
+    """A list that keeps nothing (the opened/closed versions nobody asked for)."""
+
+    def append(self, _v: Any) -> None:
+        pass
 
 
 class _FastRules:

@@ -89,5 +89,9 @@ def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], N
 
     # the store is fresh and read only when the replay is done: write it in bulk
     writer = BulkWriter(proj.items)
-    proj.run(batches(), end, lambda at: read(at - 1), deferred=writer)
+    try:
+        proj.run(batches(), end, lambda at: read(at - 1), deferred=writer)
+    except BaseException:
+        writer.abort()
+        raise
     writer.finish()
