@@ -26,6 +26,7 @@ Positions: every write carries the checkpoint (the last seq projected), in one D
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator
 
@@ -37,7 +38,7 @@ import pyarrow.compute as pc
 from .config import Config, Rule, default_config, from_dict, glob_match, parse_duration
 from .errors import ConfigError
 from .events import Event, utc_from_micros
-from .items import ARROW_SCHEMA, ItemStore, ItemVersion, Policy, WriteBatch
+from .items import ARROW_SCHEMA, ItemStore, ItemVersion, Policy, WriteBatch, rows_to_versions
 from .fastrules import (ArrowBatch, Batch, FastRule, compile_rule, render_row, seal, seal_many, seal_rows,
                         time_strings)
 from .template import EventContext, MissingField
@@ -52,6 +53,7 @@ PURGE_TYPE = "ctxdb.purge"
 PURGED_PREFIX = "purged:"        # subjects (and ids) of the content-free stubs a purge leaves
 _SKIP, _FAST, _SLOW = 0, 1, 2     # row classes of the columnar path (Projector._row_class)
 _NO_FIRST = 1 << 62              # WriteBatch.first_vid of the columnar path: every close goes to wb.closes
+_DECODER = msgspec.json.Decoder()
 PROJECT_COLUMNS = ["seq", "recorded_at", "id", "source", "type", "subject", "time", "time_ts", "data", "meta"]
 
 
@@ -122,6 +124,11 @@ class Projector:
         self._rule_cache: dict[str, list[Rule]] = {}
         self._fast_cache: dict[str, _FastRules | None] = {}
         self._columnar = False
+        # the columnar path leaves vids in `current` (see _cur): their keys, and the rows
+        # (first vid, table of consecutive vids) to make them ItemVersions from
+        self._lazy: set[str] = set()
+        self._lazy_rows: list[tuple[int, pa.Table]] = []
+        self._lazy_held = 0
         raw = self.items.get_meta("llm_open")
         self.llm_open: dict[str, dict] = msgspec.json.decode(raw) if raw else {}
         raw = self.items.get_meta("forgotten")
@@ -216,6 +223,7 @@ class Projector:
                 self._flush(WriteBatch(to_seq=to_seq, next_vid=self.next_vid), deferred)
         finally:
             self._columnar = False
+            self._materialise()
         return ([], []) if columnar else (opened, closed)
 
     def _flush(self, wb: WriteBatch, deferred: Any = None) -> None:
@@ -376,7 +384,7 @@ class Projector:
         skips = []        # (sort key, rule, row, MissingField)
         matched = 0
         rc = codes[rows]
-        loads = msgspec.json.decode
+        loads = _DECODER.decode
         types = np.unique(rc).tolist()
         frs = {c: self._fast_for(uniq[c]) for c in types}
         width = max(len(fr.rules) for fr in frs.values())  # type: ignore[union-attr]
@@ -401,22 +409,23 @@ class Projector:
                 parts.append((vr * width + ri, gi, vr, keys, texts, subjects, tags))
                 for i, exc in missing:
                     skips.append((rl[i] * width + ri, f, rl[i], exc))
-        st = self.stats
+        if len(parts) == 1:
+            _, gi, vr, keys, texts, subjects, tags = parts[0]
+            gid = np.full(len(vr), gi, dtype=np.int64)
+        else:
+            order = np.argsort(np.concatenate([p[0] for p in parts]), kind="stable")
+            gid = np.concatenate([np.full(len(p[2]), p[1], dtype=np.int64) for p in parts])[order]
+            vr = np.concatenate([p[2] for p in parts])[order]
+            n = len(order)
+            pick = itemgetter(*order.tolist()) if n > 1 else (lambda xs: (xs[0],)) if n else (lambda xs: ())
+            keys, texts, subjects, tags = (list(pick(sum((p[k] for p in parts), []))) for k in (3, 4, 5, 6))
+        st = self.stats  # counted last: a rendering that raised leaves the run to _rows
         st.matched += matched
         if skips:
             st.skipped += len(skips)
             _, f, r, exc = max(skips, key=lambda x: x[0])
             st.last_skip = f"{f.rule.name} at seq {B.seq[r]}: event has no `{exc.path}`"
-        if len(parts) == 1:
-            _, gi, vr, keys, texts, subjects, tags = parts[0]
-            return rules, np.full(len(vr), gi, dtype=np.int64), vr, keys, texts, subjects, tags
-        order = np.argsort(np.concatenate([p[0] for p in parts]), kind="stable")
-        gid = np.concatenate([np.full(len(p[2]), p[1], dtype=np.int64) for p in parts])[order]
-        vrow = np.concatenate([p[2] for p in parts])[order]
-        ol = order.tolist()
-        cat = lambda k: [x for p in parts for x in p[k]]  # noqa: E731
-        keys, texts, subjects, tags = ([xs[o] for o in ol] for xs in (cat(3), cat(4), cat(5), cat(6)))
-        return rules, gid, vrow, keys, texts, subjects, tags
+        return rules, gid, vr, keys, texts, subjects, tags
 
     def _put_run(self, b: pa.RecordBatch, B: ArrowBatch, out: tuple, wb: WriteBatch, closed, at: int | None) -> None:
         """_put for every rendered version of a run (see _render_run), as one Arrow table."""
@@ -443,6 +452,7 @@ class Projector:
         to_seq: list[int | None] = [None] * m
         last_time, current = self.last_time, self.current
         lt_get, cur_get = last_time.get, current.get
+        closes = wb.closes
         newest: dict[str, int] = {}
         for i in range(m):
             k, t = keys[i], ts[i]
@@ -454,18 +464,14 @@ class Projector:
             p = newest.get(k)
             if p is None:
                 cur = cur_get(k)
-                if cur is not None:
-                    self._close(cur, pos[i], wb, closed)
+                if cur is not None:  # _close (the columnar path sends every close as wb.closes)
+                    closes[cur if type(cur) is int else cur.vid] = pos[i]
             else:
                 to_seq[p] = pos[i]
             newest[k] = i
-        idcol = B.id
-        for k, i in newest.items():
-            f, r, t = rules[gid[i]], rl[i], ts[i]
-            rule = f.rule
-            current[k] = ItemVersion(vid0 + i, k, "upsert", subjects[i], rule.kind, texts[i], rule.priority,
-                                     rule.pinned, tags[i], t, None if f.ttl_us is None else t + f.ttl_us, hashes[i],
-                                     pos[i], None, (scol[r],), (idcol[r],), rule.name, metas[i])
+        # the new current versions are kept as vids (and their rows, below) until read (_cur)
+        current.update(zip(newest, map(vid0.__add__, newest.values())))
+        self._lazy.update(newest)
         # the new versions as a table
         g = pa.array(gid)
         take = lambda vals, typ: pa.array(vals, typ).take(g)  # noqa: E731
@@ -500,6 +506,41 @@ class Projector:
             pa.array(metas, pa.string()),
         ], schema=ARROW_SCHEMA)
         wb.new_table = tbl if wb.new_table is None else pa.concat_tables([wb.new_table, tbl])
+        self._lazy_rows.append((vid0, tbl))
+        self._lazy_held += m
+        if self._lazy_held > max(250_000, 8 * len(self._lazy)):
+            self._materialise()  # let the rows of versions superseded since go
+
+    def _cur(self, key: str) -> ItemVersion:
+        """current[key], made an ItemVersion if the columnar path left its vid there."""
+        v = self.current[key]
+        if type(v) is int:
+            v = self.current[key] = self._versions_of([v])[0]
+        return v  # type: ignore[return-value]
+
+    def _versions_of(self, vids: list[int]) -> list[ItemVersion]:
+        """The versions of `vids` from the rows the columnar path keeps (_lazy_rows), in order."""
+        starts = np.array([v0 for v0, _ in self._lazy_rows], dtype=np.int64)
+        want = np.array(vids, dtype=np.int64)
+        which = np.searchsorted(starts, want, side="right") - 1
+        out: list = [None] * len(vids)
+        for j in np.unique(which).tolist():
+            sel = np.flatnonzero(which == j)
+            v0, tbl = self._lazy_rows[j]
+            for i, v in zip(sel.tolist(), rows_to_versions(tbl.take(pa.array(want[sel] - v0)))):
+                out[i] = v
+        return out
+
+    def _materialise(self) -> None:
+        """Every current version an ItemVersion again (see _cur); the rows kept for them go."""
+        if self._lazy:
+            cur = self.current
+            keys = [k for k in self._lazy if type(cur.get(k)) is int]
+            for k, v in zip(keys, self._versions_of([cur[k] for k in keys])):
+                cur[k] = v
+        self._lazy = set()
+        self._lazy_rows = []
+        self._lazy_held = 0
 
     def _system_event(self, row: dict, wb: WriteBatch, opened, closed, read_prefix) -> None:
         if row["type"] == DECISION_TYPE:
@@ -544,6 +585,7 @@ class Projector:
         if subject in self.forgotten:
             return
         self.forgotten[subject] = row["seq"]
+        self._materialise()
         for key in sorted(k for k, v in self.current.items() if v.subject == subject):
             self._close(self.current.pop(key), row["seq"], wb, closed)
         wb.meta["forgotten"] = msgspec.json.encode(self.forgotten).decode()
@@ -711,14 +753,16 @@ class Projector:
         if cur is not None:
             self._close(cur, pos, wb, closed)
 
-    def _close(self, v: ItemVersion, seq: int, wb: WriteBatch, closed: list) -> None:
+    def _close(self, v: "ItemVersion | int", seq: int, wb: WriteBatch, closed: list) -> None:
         # A version written in this same batch is closed before it is stored (vids are assigned
-        # in order, so its index in wb.new is its distance from the batch's first vid).
-        if v.vid >= wb.first_vid:
-            i = v.vid - wb.first_vid
+        # in order, so its index in wb.new is its distance from the batch's first vid). The
+        # columnar path sends every close as wb.closes, and may hand a current version's vid.
+        vid = v if type(v) is int else v.vid  # type: ignore[union-attr]
+        if vid >= wb.first_vid:
+            i = vid - wb.first_vid
             wb.new[i] = wb.new[i].closed(seq)
         else:
-            wb.closes[v.vid] = seq
+            wb.closes[vid] = seq
         closed.append(v)
 
     def _summarize(self, rule: Rule, group: str, key: str, pos: int, wb: WriteBatch, opened, closed) -> None:
@@ -730,7 +774,7 @@ class Projector:
             pending = pending + [key]
         if len(pending) >= s.every and s.llm:
             # An LLM summary: the parts stay in views until the recorded summary arrives.
-            parts = [self.current[k] for k in pending if k in self.current]
+            parts = [self._cur(k) for k in pending if k in self.current]
             if parts:
                 n += 1
                 self._request(wb, key=f"summary:{group}/{rule.name}/{n}", rule=f"{rule.name}:summary",
@@ -738,7 +782,7 @@ class Projector:
                               kind="summary", priority=s.priority, pinned=False, ttl_us=s.ttl_us, group=group)
             pending = []
         elif len(pending) >= s.every:
-            parts = [self.current[k] for k in pending if k in self.current]
+            parts = [self._cur(k) for k in pending if k in self.current]
             if parts:
                 n += 1
                 texts = [p.text for p in parts]
@@ -800,7 +844,7 @@ class Projector:
             return
         src = set(seqs)
         for k in parts:
-            cur = self.current.get(k)
+            cur = self._cur(k) if k in self.current else None
             # fold a part away only if the version summarized is still the current one
             if cur is not None and set(cur.lineage_seqs) <= src:
                 self._retract(k, {"seq": pos, "id": row["id"], "subject": cur.subject, "time_ts": time_us},
