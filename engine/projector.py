@@ -96,6 +96,8 @@ def rules_fingerprint(cfg: Config, python_rules: list[PythonRule]) -> str:
 class Projector:
     """Owns the projected state (current items, summaries, reinforcement) of one item store."""
 
+    _LAZY_HELD = 250_000   # rows the columnar path may keep for current versions left as vids (see _cur)
+
     def __init__(self, items: ItemStore, python_rules: list[PythonRule] | None = None,
                  stub_subject: Callable[[str], str] | None = None, purged: set[str] | None = None) -> None:
         self.items = items
@@ -508,7 +510,7 @@ class Projector:
         wb.new_table = tbl if wb.new_table is None else pa.concat_tables([wb.new_table, tbl])
         self._lazy_rows.append((vid0, tbl))
         self._lazy_held += m
-        if self._lazy_held > max(250_000, 8 * len(self._lazy)):
+        if self._lazy_held > max(self._LAZY_HELD, 8 * len(self._lazy)):
             self._materialise()  # let the rows of versions superseded since go
 
     def _cur(self, key: str) -> ItemVersion:

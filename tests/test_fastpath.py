@@ -108,11 +108,28 @@ def _events(n: int, seed: int) -> list[dict]:
     return out
 
 
-def _project(log, python_rules, stub, *, fast: bool, bulk: bool, monkeypatch) -> tuple[str, dict]:
+def _project(log, python_rules, stub, *, fast: bool, bulk: bool, monkeypatch, stress: bool = False) -> tuple[str, dict]:
     with monkeypatch.context() as mp:
         if not fast:  # the per-event path, with redact() run on every text
             mp.setattr(Projector, "_fast_for", lambda self, t: None)
             mp.setattr(fastrules, "may_redact", lambda text: True)
+        if stress:  # the columnar path: current versions made ItemVersions after every run, and
+            # every third run's rendering raising (the run falls back to the per-event path)
+            mp.setattr(Projector, "_LAZY_HELD", 0)
+            render_run, calls = Projector._render_run, [0]
+
+            def flaky(self, *a):
+                calls[0] += 1
+                if calls[0] % 3 == 0:
+                    raise RuntimeError("flaky")
+                return render_run(self, *a)
+            mp.setattr(Projector, "_render_run", flaky)
+        put_run, runs = Projector._put_run, [0]
+
+        def counted(self, *a):
+            runs[0] += 1
+            return put_run(self, *a)
+        mp.setattr(Projector, "_put_run", counted)
         items = ItemStore(None, atrest=log.atrest)
         proj = Projector(items, python_rules, stub_subject=stub, purged=purged_stubs(log))
         end = log.last_seq
@@ -124,6 +141,9 @@ def _project(log, python_rules, stub, *, fast: bool, bulk: bool, monkeypatch) ->
             w.finish()
         else:
             proj.run(batches, end, prefix)
+        # a replay into the bulk writer takes the columnar path (Projector._fast_run) for runs of
+        # fast rows; with the per-event path forced, or without the bulk writer, it never does
+        assert (runs[0] > 0) == (fast and bulk and not python_rules), runs
         st = proj.stats
         out = items.digest(), {"matched": st.matched, "skipped": st.skipped, "last_skip": st.last_skip,
                                 "seq": proj.seq, "next_vid": proj.next_vid, "current": sorted(proj.current),
@@ -166,9 +186,9 @@ def test_fast_path_equals_per_event_path(tmp_path: Path, monkeypatch, seed: int,
         live_digest = live.items.digest()
         args = (db.log, db._python_rules, db._salt.stub_subject)
         ref = _project(*args, fast=False, bulk=False, monkeypatch=monkeypatch)
-        for fast, bulk in ((True, False), (True, True), (False, True)):
-            got = _project(*args, fast=fast, bulk=bulk, monkeypatch=monkeypatch)
-            assert got == ref, (fast, bulk)
+        for fast, bulk, stress in ((True, False, False), (True, True, False), (False, True, False), (True, True, True)):
+            got = _project(*args, fast=fast, bulk=bulk, monkeypatch=monkeypatch, stress=stress)
+            assert got == ref, (fast, bulk, stress)
         assert ref[0] == live_digest
         assert ref[1]["skipped"] > 0 and ref[1]["versions"] > 100
         rep = db.rebuild()
