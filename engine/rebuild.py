@@ -9,6 +9,8 @@ old store in place and a stale `items.rebuild.duckdb` that the next rebuild repl
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -70,6 +72,43 @@ def fresh_projector(store: "Store", target: "Path | None", purged: set[str] | No
                      purged=purged_stubs(store.log) if purged is None else purged)
 
 
+def prefetched(it: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """The items of `it`, read ahead by a thread (decompressing and decoding a segment releases
+    the GIL, so it overlaps the projection on another core). Errors are raised where they would
+    have been; closing the generator stops the thread."""
+    q: "queue.Queue[tuple[bool, Any]]" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for b in it:
+                while not stop.is_set():
+                    try:
+                        q.put((True, b), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((False, None))
+        except BaseException as exc:  # noqa: BLE001 (raised in the reading thread)
+            q.put((False, exc))
+
+    t = threading.Thread(target=work, name="ctxdb-replay-read", daemon=True)
+    t.start()
+    try:
+        while True:
+            ok, b = q.get()
+            if not ok:
+                if b is not None:
+                    raise b
+                return
+            yield b
+    finally:
+        stop.set()
+        t.join()
+
+
 def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], None] | None = None, *,
                 transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None) -> None:
     """Project events 1..end of `log` with `proj` (a fresh projector over a fresh item store,
@@ -81,7 +120,7 @@ def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], N
 
     def batches():
         done = 0
-        for b in read(end):
+        for b in prefetched(read(end)):
             done += b.num_rows
             if progress is not None:
                 progress(done, end)
