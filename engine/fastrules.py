@@ -55,6 +55,7 @@ _TRIGGER_RE = "|".join(re.escape(t) for t in _PRECHECK)
 _CARD_RE = r"[0-9]{13}|[0-9]{4}[ -][0-9]{3,6}[ -][0-9]{3,6}"
 _TRIGGER_RX = re.compile(_TRIGGER_RE)
 _CARD_RX = re.compile(_CARD_RE)
+_ANY_RE = f"{_CARD_RE}|(?i:{_TRIGGER_RE})"   # RE2: either, in one pass (digits have no case)
 
 
 def may_redact(text: str) -> bool:
@@ -62,19 +63,21 @@ def may_redact(text: str) -> bool:
     return _CARD_RX.search(text) is not None or _TRIGGER_RX.search(text.lower()) is not None
 
 
-def may_redact_many(texts: list[str]) -> list[bool]:
-    """may_redact of each text, with RE2 over the whole list; texts that are not ASCII (where
-    str.lower() and RE2's case folding could differ) are checked by may_redact itself."""
+def may_redact_many(texts: list[str], arr: pa.Array | None = None) -> list[bool]:
+    """may_redact of each text, with RE2 over the whole list (`arr`: the texts as an Arrow
+    array, if the caller has one); texts that are not ASCII (where str.lower() and RE2's case
+    folding could differ) are checked by may_redact itself."""
     if not texts:
         return []
-    try:
-        arr = pa.array(texts, pa.string())
-    except (UnicodeError, pa.ArrowException):  # e.g. a lone surrogate: let Python decide
-        return [may_redact(t) for t in texts]
-    hit = pc.or_(pc.match_substring_regex(arr, _CARD_RE),
-                 pc.match_substring_regex(arr, _TRIGGER_RE, ignore_case=True)).to_pylist()
-    ascii_ = pc.string_is_ascii(arr).to_pylist()
-    return [h if a else may_redact(t) for h, a, t in zip(hit, ascii_, texts)]
+    if arr is None:
+        try:
+            arr = pa.array(texts, pa.string())
+        except (UnicodeError, pa.ArrowException):  # e.g. a lone surrogate: let Python decide
+            return [may_redact(t) for t in texts]
+    hit = pc.match_substring_regex(arr, _ANY_RE).to_pylist()
+    for i in pc.indices_nonzero(pc.invert(pc.string_is_ascii(arr))).to_pylist():
+        hit[i] = may_redact(texts[i])
+    return hit
 
 
 def seal(text: str) -> tuple[str, str | None, str]:
@@ -160,17 +163,21 @@ class ArrowBatch:
         return out
 
 
-def seal_many(texts: list[str]) -> tuple[list[str], list[str | None], list[str]]:
-    """seal() of each text: (redacted texts, item metas, content hashes)."""
-    flags = may_redact_many(texts) if len(texts) > 64 else [may_redact(t) for t in texts]
+def seal_many(texts: list[str], arr: pa.Array | None = None
+              ) -> tuple[list[str], list[str | None], list[str], pa.Array | None]:
+    """seal() of each text: (redacted texts, item metas, content hashes, the redacted texts as
+    an Arrow array if `arr` — the texts as one — still is)."""
+    flags = may_redact_many(texts, arr) if len(texts) > 64 else [may_redact(t) for t in texts]
     metas: list[str | None] = [None] * len(texts)
     if any(flags):
         texts = list(texts)
         for i, f in enumerate(flags):
             if f:
-                texts[i], metas[i] = _redacted(texts[i])
+                red, metas[i] = _redacted(texts[i])
+                if red != texts[i]:
+                    texts[i], arr = red, None
     b2 = hashlib.blake2b
-    return texts, metas, [b2(t.encode(), digest_size=16).hexdigest() for t in texts]
+    return texts, metas, [b2(t.encode(), digest_size=16).hexdigest() for t in texts], arr
 
 
 class FastRule:

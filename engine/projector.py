@@ -54,6 +54,7 @@ PURGED_PREFIX = "purged:"        # subjects (and ids) of the content-free stubs 
 _SKIP, _FAST, _SLOW = 0, 1, 2     # row classes of the columnar path (Projector._row_class)
 _NO_FIRST = 1 << 62              # WriteBatch.first_vid of the columnar path: every close goes to wb.closes
 _DECODER = msgspec.json.Decoder()
+_NO_TIME = -(1 << 63)            # a key without a last time (no int64 time is older)
 PROJECT_COLUMNS = ["seq", "recorded_at", "id", "source", "type", "subject", "time", "time_ts", "data", "meta"]
 
 
@@ -131,6 +132,7 @@ class Projector:
         self._lazy: set[str] = set()
         self._lazy_rows: list[tuple[int, pa.Table]] = []
         self._lazy_held = 0
+        self._ov: _KeyState | None = None   # the columnar path's per-key state (see _supersede)
         raw = self.items.get_meta("llm_open")
         self.llm_open: dict[str, dict] = msgspec.json.decode(raw) if raw else {}
         raw = self.items.get_meta("forgotten")
@@ -225,6 +227,7 @@ class Projector:
                 self._flush(WriteBatch(to_seq=to_seq, next_vid=self.next_vid), deferred)
         finally:
             self._columnar = False
+            self._release()
             self._materialise()
         return ([], []) if columnar else (opened, closed)
 
@@ -343,7 +346,11 @@ class Projector:
                 i = j + 1
                 if j == n:
                     break
+                if uniq[codes[j]] != DECISION_TYPE:  # (a receipt changes neither)
+                    self._release()  # the per-event path reads and changes current and last_time
                 self._rows(B, j, j + 1, None, wb, opened, closed, read_prefix, at)
+                if uniq[codes[j]] != DECISION_TYPE:
+                    self._release()  # (a re-projection inside the row may have made one)
                 if uniq[codes[j]] == POLICY_TYPE:
                     break  # the rules may have changed from here on
 
@@ -371,6 +378,7 @@ class Projector:
             try:
                 out = self._render_run(B, codes, uniq, rows)
             except Exception:  # noqa: BLE001 (raised again by the per-event path, at its row)
+                self._release()
                 self._rows(B, lo, hi, None, wb, opened, closed, read_prefix, at)
                 return
             self._put_run(b, B, out, wb, closed, at)
@@ -443,41 +451,22 @@ class Projector:
         m = len(keys)
         if not m:
             return
-        texts, metas, hashes = seal_many(texts)
-        rl = vrow.tolist()
-        tcol, scol = B.time_ts, B.seq
-        ts = [tcol[r] for r in rl]
-        pos = [scol[r] for r in rl] if at is None else [at] * m
+        try:
+            text_arr = pa.array(texts, pa.string())
+        except (UnicodeError, pa.ArrowException):  # seal_many decides in Python
+            text_arr = None
+        texts, metas, hashes, text_arr = seal_many(texts, text_arr)
         # supersession: a version closes the current one of its key, unless it is late
         vid0 = self.next_vid
         self.next_vid += m
-        to_seq: list[int | None] = [None] * m
-        last_time, current = self.last_time, self.current
-        lt_get, cur_get = last_time.get, current.get
-        closes = wb.closes
-        newest: dict[str, int] = {}
-        for i in range(m):
-            k, t = keys[i], ts[i]
-            lt = lt_get(k)
-            if lt is not None and t < lt:
-                to_seq[i] = pos[i]  # late: stored, never current
-                continue
-            last_time[k] = t
-            p = newest.get(k)
-            if p is None:
-                cur = cur_get(k)
-                if cur is not None:  # _close (the columnar path sends every close as wb.closes)
-                    closes[cur if type(cur) is int else cur.vid] = pos[i]
-            else:
-                to_seq[p] = pos[i]
-            newest[k] = i
-        # the new current versions are kept as vids (and their rows, below) until read (_cur)
-        current.update(zip(newest, map(vid0.__add__, newest.values())))
-        self._lazy.update(newest)
+        ts_np = b.column("time_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)[vrow]
+        pos_np = (b.column("seq").cast(pa.int64()).to_numpy(zero_copy_only=False)[vrow] if at is None
+                  else np.full(m, at, dtype=np.int64))
+        key_arr = pa.array(keys, pa.string())
+        to_seq = self._supersede(key_arr, ts_np, pos_np, vid0, wb)
         # the new versions as a table
         g = pa.array(gid)
         take = lambda vals, typ: pa.array(vals, typ).take(g)  # noqa: E731
-        ts_np = np.array(ts, dtype=np.int64)
         ttl = np.array([0 if f.ttl_us is None else f.ttl_us for f in rules], dtype=np.int64)[gid]
         no_ttl = np.array([f.ttl_us is None for f in rules], dtype=bool)[gid]
         offsets = pa.array(np.arange(m + 1, dtype=np.int32))
@@ -489,19 +478,19 @@ class Projector:
                                                type=pa.list_(pa.string()))
         tbl = pa.Table.from_arrays([
             pa.array(np.arange(vid0, vid0 + m, dtype=np.int64)),
-            pa.array(keys, pa.string()),
+            key_arr,
             pa.array(["upsert"], pa.string()).take(pa.array(np.zeros(m, dtype=np.int32))),
             pa.array(subjects, pa.string()),
             take([f.rule.kind for f in rules], pa.string()),
-            pa.array(texts, pa.string()),
+            pa.array(texts, pa.string()) if text_arr is None else text_arr,
             take([f.rule.priority for f in rules], pa.float64()),
             take([f.rule.pinned for f in rules], pa.bool_()),
             tag_arr,
             pa.array(ts_np),
             pa.array(ts_np + ttl, mask=no_ttl),
             pa.array(hashes, pa.string()),
-            pa.array(pos, pa.int64()),
-            pa.array(to_seq, pa.int64()),
+            pa.array(pos_np),
+            to_seq,
             pa.ListArray.from_arrays(offsets, b.column("seq").take(vr).cast(pa.int64()), type=pa.list_(pa.int64())),
             pa.ListArray.from_arrays(offsets, b.column("id").take(vr).cast(pa.string()), type=pa.list_(pa.string())),
             take([f.rule.name for f in rules], pa.string()),
@@ -512,6 +501,102 @@ class Projector:
         self._lazy_held += m
         if self._lazy_held > max(self._LAZY_HELD, 8 * len(self._lazy)):
             self._materialise()  # let the rows of versions superseded since go
+
+    def _supersede(self, key_arr: pa.Array, ts: np.ndarray, pos: np.ndarray, vid0: int, wb: WriteBatch) -> pa.Array:
+        """The bookkeeping of _put for versions vid0, vid0+1, ... (in order) of keys `key_arr`,
+        valid times `ts`, at positions `pos`, done per key: a version whose time is older than
+        the newest time of its key so far is late (stored as [pos, pos), never current);
+        every other one closes the key's version current before it; the last one of a key
+        becomes current (left as its vid: see _cur). Returns the versions' to_seq."""
+        m = len(ts)
+        ov = self._ov
+        if ov is None:
+            ov = self._ov = _KeyState()
+        enc = key_arr.dictionary_encode()
+        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        ukeys = enc.dictionary.to_pylist()
+        uc = list(map(ov.code.get, ukeys))
+        if None in uc:  # keys new to the key state: their last time and current version
+            lt_get, cur_get = self.last_time.get, self.current.get
+            for i, c in enumerate(uc):
+                if c is None:
+                    k = ukeys[i]
+                    cur = cur_get(k)
+                    uc[i] = ov.add(k, lt_get(k, _NO_TIME), -1 if cur is None else cur if type(cur) is int else cur.vid)
+        ucodes = np.array(uc, dtype=np.int64)
+        pre_t = ov.lt[ucodes]
+        # versions grouped by key, in vid order inside a group
+        order = np.argsort(codes, kind="stable")
+        sc, st = codes[order], ts[order]
+        first = np.ones(m, dtype=bool)
+        first[1:] = sc[1:] != sc[:-1]
+        gnum = np.cumsum(first) - 1                        # group number of each sorted version
+        # late: older than the newest time before it in its group (or the key's last time):
+        # a running max per group, over ranks so that group numbers can be stacked above them
+        allt = np.concatenate([st, pre_t[sc[first]]])
+        _, rank = np.unique(allt, return_inverse=True)
+        rank = rank.reshape(-1)
+        R = int(rank.max()) + 1
+        G = int(gnum[-1]) + 1
+        ext = np.empty(m + G, dtype=np.int64)             # each group: its last time, then its versions
+        at_v = np.arange(m) + gnum + 1
+        starts = np.flatnonzero(first)
+        at_g = starts + np.arange(G)
+        ext[at_v] = rank[:m]
+        ext[at_g] = rank[m:]
+        base = np.empty(m + G, dtype=np.int64)
+        base[at_v] = gnum * R
+        base[at_g] = np.arange(G, dtype=np.int64) * R
+        run_max = np.maximum.accumulate(ext + base) - base
+        late = rank[:m] < run_max[at_v - 1]
+        to_seq = np.zeros(m, dtype=np.int64)
+        has_to = np.zeros(m, dtype=bool)
+        lv = order[late]
+        to_seq[lv] = pos[lv]
+        has_to[lv] = True
+        # the versions that are not late, by group: each closes the one before it
+        ok = ~late
+        idx, g = order[ok], sc[ok]
+        if len(idx):
+            same_next = g[:-1] == g[1:]
+            closed_v, closer = idx[:-1][same_next], idx[1:][same_next]
+            to_seq[closed_v] = pos[closer]
+            has_to[closed_v] = True
+            gfirst = np.ones(len(g), dtype=bool)
+            gfirst[1:] = ~same_next
+            glast = np.ones(len(g), dtype=bool)
+            glast[:-1] = ~same_next
+            # the first of a group closes the key's current version (_close: wb.closes)
+            fc = ucodes[g[gfirst]]
+            pre_vid = ov.cur[fc]
+            has = pre_vid >= 0
+            wb.closes.update(zip(pre_vid[has].tolist(), pos[idx[gfirst]][has].tolist()))
+            # the last of a group is the key's newest time and current version
+            lc, li = ucodes[g[glast]], idx[glast]
+            ov.lt[lc] = ts[li]
+            ov.cur[lc] = li + vid0
+            ov.dirty[lc] = True
+        return pa.array(to_seq, mask=~has_to)
+
+    def _sync(self) -> None:
+        """Write what the columnar path keeps in its key state back to `current` (as vids:
+        see _cur) and `last_time`."""
+        ov = self._ov
+        if ov is None:
+            return
+        d = np.flatnonzero(ov.dirty[:ov.n])
+        if len(d):
+            keys = [ov.keys[i] for i in d.tolist()]
+            self.last_time.update(zip(keys, ov.lt[d].tolist()))
+            self.current.update(zip(keys, ov.cur[d].tolist()))
+            self._lazy.update(keys)
+            ov.dirty[d] = False
+
+    def _release(self) -> None:
+        """_sync, and drop the key state (the per-event path is about to change `current` or
+        `last_time`)."""
+        self._sync()
+        self._ov = None
 
     def _cur(self, key: str) -> ItemVersion:
         """current[key], made an ItemVersion if the columnar path left its vid there."""
@@ -535,6 +620,7 @@ class Projector:
 
     def _materialise(self) -> None:
         """Every current version an ItemVersion again (see _cur); the rows kept for them go."""
+        self._sync()
         if self._lazy:
             cur = self.current
             keys = [k for k in self._lazy if type(cur.get(k)) is int]
@@ -857,6 +943,34 @@ class Projector:
         if self.llm_open.pop(key, None) is not None:
             wb.meta["llm_open"] = msgspec.json.encode(self.llm_open).decode()
 
+
+
+class _KeyState:
+    """The columnar path's state of the keys it has seen (Projector._supersede): per key (by
+    code), its newest valid time (_NO_TIME: none), its current version's vid (-1: none) and
+    whether these changed since they were written back to the projector's dicts (_sync)."""
+
+    __slots__ = ("code", "keys", "lt", "cur", "dirty", "n")
+
+    def __init__(self) -> None:
+        self.code: dict[str, int] = {}
+        self.keys: list[str] = []
+        self.n = 0
+        self.lt = np.empty(1024, dtype=np.int64)
+        self.cur = np.empty(1024, dtype=np.int64)
+        self.dirty = np.zeros(1024, dtype=bool)
+
+    def add(self, key: str, last_time: int, vid: int) -> int:
+        c = self.n
+        if c == len(self.lt):
+            self.lt = np.concatenate([self.lt, np.empty(c, dtype=np.int64)])
+            self.cur = np.concatenate([self.cur, np.empty(c, dtype=np.int64)])
+            self.dirty = np.concatenate([self.dirty, np.zeros(c, dtype=bool)])
+        self.lt[c], self.cur[c] = last_time, vid
+        self.code[key] = c
+        self.keys.append(key)
+        self.n = c + 1
+        return c
 
 
 class _Discard(list):
