@@ -212,6 +212,7 @@ class _Gen:
         self.needs_data = self.needs_meta = False
         self.times: set[tuple[str, str]] = set()
         self.hoisted: dict[str, str] = {}   # expression on B -> local name bound before the rows
+        self.memo: dict[tuple, str] = {}     # (path, spec, default) -> the variable already holding it
 
     def hoist(self, expr: str) -> str:
         """A local bound once per call to `expr` (a column of the batch, or its formatted times)."""
@@ -227,18 +228,27 @@ class _Gen:
 
     def template(self, t: Template) -> str:
         """Emit statements rendering `t`; returns the name of the variable holding the text."""
-        pieces = []
+        fmt = []  # one f-string (every field is a str: {x} is x itself)
         for literal, path, spec, default in t.parts:
             if literal:
-                pieces.append(repr(literal))
+                fmt.append(literal.replace("{", "{{").replace("}", "}}"))
             if path is not None:
-                pieces.append(self.field(path, spec, default))
+                fmt.append("{" + self.field(path, spec, default) + "}")
         out = f"_t{self.n}"
         self.n += 1
-        self.lines.append(f"{out} = " + (" + ".join(pieces) if pieces else "''"))
+        self.lines.append(f"{out} = f{''.join(fmt)!r}")
         return out
 
     def field(self, path: tuple[str, ...], spec: str, default: str | None) -> str:
+        """Emit statements formatting one field (once per row: rendering is pure, and a field
+        that is missing raises at its first use, in the order Template.render reads them)."""
+        memo = self.memo.get((path, spec, default))
+        if memo is not None:
+            return memo
+        self.memo[(path, spec, default)] = s = self._field(path, spec, default)
+        return s
+
+    def _field(self, path: tuple[str, ...], spec: str, default: str | None) -> str:
         v = f"_v{self.n}"
         s = f"_s{self.n}"
         self.n += 1
@@ -250,7 +260,7 @@ class _Gen:
             col = "time_ts" if root == "time" else "recorded_at"
             key = self.const((root, spec))
             L.append(f"{s} = {self.hoist(f'B.times[{key}]')}[r]")
-            L.append(f"if {s} is None: {s} = _time_fallback({self.hoist(f'B.{col}')}[r], {spec!r})")
+            L.append(f"if {s} is None: {s} = _time_fallback(B.{col}[r], {spec!r})")
             return s
         if root in ("data", "meta"):
             src = "d" if root == "data" else "m"
@@ -292,19 +302,21 @@ def compile_rule(rule: Rule) -> FastRule | None:
     g = _Gen()
     key = g.template(rule.key)
     text = g.template(rule.text)
-    subject = f"{g.hoist('B.subject')}[r]" if rule.subject.source == "{subject}" else g.template(rule.subject)
+    own_subject = rule.subject.source != "{subject}"
+    subject = g.template(rule.subject) if own_subject else "B.subject[r]"
     tags = [g.template(t) for t in rule.tags]
     tags_expr = f"({''.join(t + ', ' for t in tags)})"
     prologue = [f"{name} = {expr}" for expr, name in g.hoisted.items()]
     # one row: render(d, m, B, r) -> (key, text, subject, tags)
     src = ("def render(d, m, B, r):\n" + "".join("    " + ln + "\n" for ln in prologue + g.lines)
            + f"    return {key}, {text}, {subject}, {tags_expr}\n")
-    # many rows: render_many(ds, ms, B, rows) -> (positions rendered, keys, texts, subjects,
-    # tags, [(position, MissingField)]); ds/ms are the decoded data/meta of rows[i] (or None);
-    # any other exception propagates
+    # many rows: render_many(ds, ms, B, rows) -> (positions rendered, keys, texts, subjects
+    # (None: the rows' own subjects), tags, [(position, MissingField)]); ds/ms are the decoded
+    # data/meta of rows[i] (or None); any other exception propagates
     body = "".join("            " + ln + "\n" for ln in g.lines)
     src += ("def render_many(ds, ms, B, rows):\n" + "".join("    " + ln + "\n" for ln in prologue)
-            + "    I = []; K = []; T = []; S = []; G = []; X = []\n"
+            + ("    I = []; K = []; T = []; S = []; G = []; X = []\n" if own_subject
+               else "    I = []; K = []; T = []; S = None; G = []; X = []\n")
             + "    d = m = None\n"
             + "    for i in range(len(rows)):\n"
             + "        r = rows[i]\n"
@@ -314,7 +326,8 @@ def compile_rule(rule: Rule) -> FastRule | None:
             + "        except _Missing as exc:\n"
             + "            X.append((i, exc))\n"
             + "            continue\n"
-            + f"        I.append(i); K.append({key}); T.append({text}); S.append({subject}); G.append({tags_expr})\n"
+            + f"        I.append(i); K.append({key}); T.append({text}); G.append({tags_expr})\n"
+            + (f"        S.append({subject})\n" if own_subject else "")
             + "    return I, K, T, S, G, X\n")
     ns: dict[str, Any] = {"_walk": walk, "_Missing": MissingField, "_format": _format,
                           "_time_fallback": _time_fallback, **g.consts}

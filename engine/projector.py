@@ -383,12 +383,13 @@ class Projector:
                 return
             self._put_run(b, B, out, wb, closed, at)
         if at is None:
-            self.seq = B.seq[hi - 1]
+            self.seq = b.column("seq")[hi - 1].as_py()
 
     def _render_run(self, B: ArrowBatch, codes, uniq: list[str], rows) -> tuple:
         """Render the rules of `rows` (all of fast types): (rules, rule index, row, key, text,
         subject, tags) of each version in projection order (row, then rule), counting the
-        matches and skips. Pure but for the stats, which are counted last."""
+        matches and skips; subjects is None when every version's is its event's. Pure but for
+        the stats, which are counted last."""
         rules: list[FastRule] = []
         parts = []        # (sort keys, rule indexes, rows, keys, texts, subjects, tags) per (type, rule)
         skips = []        # (sort key, rule, row, MissingField)
@@ -419,6 +420,13 @@ class Projector:
                 parts.append((vr * width + ri, gi, vr, keys, texts, subjects, tags))
                 for i, exc in missing:
                     skips.append((rl[i] * width + ri, f, rl[i], exc))
+        if all(p[5] is None for p in parts):
+            parts = [p[:5] + ([],) + p[6:] for p in parts]
+            own = False  # every version's subject is its event's
+        else:  # rules naming their own subject: the others' versions get their event's
+            subj = B.subject
+            parts = [p if p[5] is not None else p[:5] + ([subj[r] for r in p[2].tolist()],) + p[6:] for p in parts]
+            own = True
         if len(parts) == 1:
             _, gi, vr, keys, texts, subjects, tags = parts[0]
             gid = np.full(len(vr), gi, dtype=np.int64)
@@ -428,19 +436,20 @@ class Projector:
             vr = np.concatenate([p[2] for p in parts])[order]
             n = len(order)
             pick = itemgetter(*order.tolist()) if n > 1 else (lambda xs: (xs[0],)) if n else (lambda xs: ())
-            keys, texts, subjects, tags = (list(pick(sum((p[k] for p in parts), []))) for k in (3, 4, 5, 6))
+            keys, texts, tags = (list(pick(sum((p[k] for p in parts), []))) for k in (3, 4, 6))
+            subjects = list(pick(sum((p[5] for p in parts), []))) if own else None
         st = self.stats  # counted last: a rendering that raised leaves the run to _rows
         st.matched += matched
         if skips:
             st.skipped += len(skips)
             _, f, r, exc = max(skips, key=lambda x: x[0])
             st.last_skip = f"{f.rule.name} at seq {B.seq[r]}: event has no `{exc.path}`"
-        return rules, gid, vr, keys, texts, subjects, tags
+        return rules, gid, vr, keys, texts, subjects if own else None, tags
 
     def _put_run(self, b: pa.RecordBatch, B: ArrowBatch, out: tuple, wb: WriteBatch, closed, at: int | None) -> None:
         """_put for every rendered version of a run (see _render_run), as one Arrow table."""
         rules, gid, vrow, keys, texts, subjects, tags = out
-        if (self.forgotten or self.purged) and any(f.rule_subject for f in rules):
+        if subjects is not None and (self.forgotten or self.purged):
             # a rule naming a forgotten subject from another subject's event
             forgotten, purged, was_purged = self.forgotten, self.purged, self._was_purged
             ok = [not (s in forgotten or (purged and was_purged(s))) for s in subjects]
@@ -480,7 +489,7 @@ class Projector:
             pa.array(np.arange(vid0, vid0 + m, dtype=np.int64)),
             key_arr,
             pa.array(["upsert"], pa.string()).take(pa.array(np.zeros(m, dtype=np.int32))),
-            pa.array(subjects, pa.string()),
+            b.column("subject").take(vr).cast(pa.string()) if subjects is None else pa.array(subjects, pa.string()),
             take([f.rule.kind for f in rules], pa.string()),
             pa.array(texts, pa.string()) if text_arr is None else text_arr,
             take([f.rule.priority for f in rules], pa.float64()),

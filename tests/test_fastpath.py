@@ -125,6 +125,16 @@ def _project(log, python_rules, stub, *, fast: bool, bulk: bool, monkeypatch, st
                 return render_run(self, *a)
             mp.setattr(Projector, "_render_run", flaky)
         put_run, runs = Projector._put_run, [0]
+        fallbacks: list[Exception] = []
+        if not stress:  # nothing in these events makes a rendering raise: no run falls back
+            def no_fallback(self, *a):
+                try:
+                    return render_run(self, *a)
+                except Exception as exc:
+                    fallbacks.append(exc)
+                    raise
+            render_run = Projector._render_run
+            mp.setattr(Projector, "_render_run", no_fallback)
 
         def counted(self, *a):
             runs[0] += 1
@@ -144,6 +154,7 @@ def _project(log, python_rules, stub, *, fast: bool, bulk: bool, monkeypatch, st
         # a replay into the bulk writer takes the columnar path (Projector._fast_run) for runs of
         # fast rows; with the per-event path forced, or without the bulk writer, it never does
         assert (runs[0] > 0) == (fast and bulk and not python_rules), runs
+        assert not fallbacks, fallbacks
         st = proj.stats
         out = items.digest(), {"matched": st.matched, "skipped": st.skipped, "last_skip": st.last_skip,
                                 "seq": proj.seq, "next_vid": proj.next_vid, "current": sorted(proj.current),
