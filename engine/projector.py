@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from .config import Config, Rule, default_config, from_dict, glob_match, parse_duration
 from .errors import ConfigError
 from .events import Event, utc_from_micros
-from .items import ARROW_SCHEMA, ItemStore, ItemVersion, Policy, WriteBatch, rows_to_versions
+from .items import ARROW_SCHEMA, ItemStore, ItemVersion, Policy, WriteBatch
 from .fastrules import (ArrowBatch, Batch, FastRule, compile_rule, render_row, seal, seal_many, seal_rows,
                         time_strings)
 from .template import EventContext, MissingField
@@ -623,7 +623,7 @@ class Projector:
         for j in np.unique(which).tolist():
             sel = np.flatnonzero(which == j)
             v0, tbl = self._lazy_rows[j]
-            for i, v in zip(sel.tolist(), rows_to_versions(tbl.take(pa.array(want[sel] - v0)))):
+            for i, v in zip(sel.tolist(), _versions(tbl.take(pa.array(want[sel] - v0)))):
                 out[i] = v
         return out
 
@@ -952,6 +952,14 @@ class Projector:
         if self.llm_open.pop(key, None) is not None:
             wb.meta["llm_open"] = msgspec.json.encode(self.llm_open).decode()
 
+
+
+def _versions(tbl: pa.Table) -> list[ItemVersion]:
+    """The ItemVersions of rows of ARROW_SCHEMA (items.rows_to_versions, column by column)."""
+    cols = [tbl.column(f.name).to_pylist() for f in ARROW_SCHEMA]
+    for i in (8, 14, 15):  # tags, lineage_seqs, lineage_ids: tuples
+        cols[i] = [() if x is None else tuple(x) for x in cols[i]]
+    return [ItemVersion(*row) for row in zip(*cols)]
 
 
 class _KeyState:

@@ -158,6 +158,8 @@ def _project(log, python_rules, stub, *, fast: bool, bulk: bool, monkeypatch, st
         st = proj.stats
         out = items.digest(), {"matched": st.matched, "skipped": st.skipped, "last_skip": st.last_skip,
                                 "seq": proj.seq, "next_vid": proj.next_vid, "current": sorted(proj.current),
+                                "current_versions": [proj.current[k] for k in sorted(proj.current)],
+                                "last_time": sorted(proj.last_time.items()),
                                 "versions": items.count_versions(), "texts": sorted(v.text for v in items.current())}
         items.close()
         return out
