@@ -283,8 +283,9 @@ class _Gen:
         else:
             assert root in ENVELOPE_FIELDS
             L.append(f"{v} = {self.hoist(f'B.{root}')}[r]")
-        # _format(v, "") returns a str unchanged and an int as str(v): inlined
-        fmt = (f"{v} if type({v}) is str else (str({v}) if type({v}) is int else _format({v}, ''))"
+        # _format(v, "") returns a str unchanged and an int or float as str(v): inlined
+        fmt = (f"{v} if type({v}) is str else (str({v}) if type({v}) is int or type({v}) is float "
+               f"else _format({v}, ''))"
                if not spec else f"_format({v}, {spec!r})")
         if default is None:
             L.append(f"{s} = {fmt}")

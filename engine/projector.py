@@ -127,12 +127,14 @@ class Projector:
         self._rule_cache: dict[str, list[Rule]] = {}
         self._fast_cache: dict[str, _FastRules | None] = {}
         self._columnar = False
-        # the columnar path leaves vids in `current` (see _cur): their keys, and the rows
-        # (first vid, table of consecutive vids) to make them ItemVersions from
+        # the columnar path leaves vids in `current` (see _cur): their keys, and the rows to
+        # make them ItemVersions from
         self._lazy: set[str] = set()
-        self._lazy_rows: list[tuple[int, pa.Table]] = []
-        self._lazy_held = 0
+        self._lazy_rows: list[tuple[np.ndarray, pa.Table]] = []   # (their vids, ascending; rows)
+        self._lazy_held = self._lazy_kept = 0   # rows kept; rows kept by the last _compact
         self._ov: _KeyState | None = None   # the columnar path's per-key state (see _supersede)
+        self._clean: set[str] = set()   # subjects neither forgotten nor purged (see _left_out)
+        self._clean_state: tuple | None = None
         raw = self.items.get_meta("llm_open")
         self.llm_open: dict[str, dict] = msgspec.json.decode(raw) if raw else {}
         raw = self.items.get_meta("forgotten")
@@ -204,12 +206,14 @@ class Projector:
     # ---- projecting ----------------------------------------------------------------------
     def run(self, batches: Iterable[pa.RecordBatch], to_seq: int,
             read_prefix: Callable[[int], Iterator[pa.RecordBatch]] | None = None,
-            deferred: Any = None) -> tuple[list, list]:
+            deferred: Any = None, materialise: bool = True) -> tuple[list, list]:
         """Project `batches` (events after self.seq, up to `to_seq`); write them with the
         checkpoint (or, with `deferred` — a list, or anything with `append(WriteBatch)` such as
         items.BulkWriter — hand the writes to the caller, who must write them in order before
         serving any past view). Returns (opened, closed) item versions for live
-        views. `read_prefix(seq)` reads events 1..seq-1 (re-projection after a rules change)."""
+        views. `read_prefix(seq)` reads events 1..seq-1 (re-projection after a rules change).
+        `materialise=False` (a replay whose projector is thrown away afterwards): `current` may
+        be left holding vids of versions of the columnar path (see _cur)."""
         # A writer that takes new versions as Arrow tables (items.BulkWriter: a replay into a fresh
         # store, which nobody reads before it is done) gets runs of simple rules projected at
         # once (_fast_run); then no (opened, closed) versions are collected.
@@ -228,7 +232,8 @@ class Projector:
         finally:
             self._columnar = False
             self._release()
-            self._materialise()
+            if materialise:
+                self._materialise()
         return ([], []) if columnar else (opened, closed)
 
     def _flush(self, wb: WriteBatch, deferred: Any = None) -> None:
@@ -370,9 +375,7 @@ class Projector:
                     zero_copy_only=False)
             keep = ~pp[rows]
             if self.forgotten or self.purged:
-                subj, forgotten, purged, was_purged = B.subject, self.forgotten, self.purged, self._was_purged
-                keep &= np.array([not (subj[r] in forgotten or (purged and was_purged(subj[r])))
-                                  for r in rows.tolist()], dtype=bool)
+                keep &= ~self._left_out(b.column("subject").take(pa.array(rows)))
             rows = rows[keep]
         if len(rows):
             try:
@@ -384,6 +387,24 @@ class Projector:
             self._put_run(b, B, out, wb, closed, at)
         if at is None:
             self.seq = b.column("seq")[hi - 1].as_py()
+
+    def _left_out(self, subjects: pa.Array) -> np.ndarray:
+        """Which of `subjects` are forgotten or purged (nothing about them is projected), each
+        distinct subject checked once (and a subject found neither remembered as such, until a
+        tombstone or a purge adds to the forgotten or purged ones)."""
+        state = (id(self.forgotten), len(self.forgotten), id(self.purged), len(self.purged))
+        if self._clean_state != state:
+            self._clean, self._clean_state = set(), state
+        clean = self._clean
+        new = [s for s in pc.unique(subjects).to_pylist() if s not in clean]
+        forgotten, purged, was_purged = self.forgotten, self.purged, self._was_purged
+        out = [s for s in new if s in forgotten or (purged and was_purged(s))]
+        if len(out) < len(new):
+            clean.update(new)
+            clean.difference_update(out)
+        if not out:
+            return np.zeros(len(subjects), dtype=bool)
+        return pc.is_in(subjects, value_set=pa.array(out, pa.string())).to_numpy(zero_copy_only=False)
 
     def _render_run(self, B: ArrowBatch, codes, uniq: list[str], rows) -> tuple:
         """Render the rules of `rows` (all of fast types): (rules, rule index, row, key, text,
@@ -506,10 +527,10 @@ class Projector:
             pa.array(metas, pa.string()),
         ], schema=ARROW_SCHEMA)
         wb.new_table = tbl if wb.new_table is None else pa.concat_tables([wb.new_table, tbl])
-        self._lazy_rows.append((vid0, tbl))
+        self._lazy_rows.append((np.arange(vid0, vid0 + m, dtype=np.int64), tbl))
         self._lazy_held += m
-        if self._lazy_held > max(self._LAZY_HELD, 8 * len(self._lazy)):
-            self._materialise()  # let the rows of versions superseded since go
+        if self._lazy_held > max(self._LAZY_HELD, 3 * self._lazy_kept):
+            self._compact()  # let the rows of versions superseded since go
 
     def _supersede(self, key_arr: pa.Array, ts: np.ndarray, pos: np.ndarray, vid0: int, wb: WriteBatch) -> pa.Array:
         """The bookkeeping of _put for versions vid0, vid0+1, ... (in order) of keys `key_arr`,
@@ -520,18 +541,22 @@ class Projector:
         m = len(ts)
         ov = self._ov
         if ov is None:
-            ov = self._ov = _KeyState()
+            ov = self._ov = _KeyState(fresh=not self.current and not self.last_time)
         enc = key_arr.dictionary_encode()
         codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         ukeys = enc.dictionary.to_pylist()
         uc = list(map(ov.code.get, ukeys))
         if None in uc:  # keys new to the key state: their last time and current version
-            lt_get, cur_get = self.last_time.get, self.current.get
-            for i, c in enumerate(uc):
-                if c is None:
-                    k = ukeys[i]
-                    cur = cur_get(k)
-                    uc[i] = ov.add(k, lt_get(k, _NO_TIME), -1 if cur is None else cur if type(cur) is int else cur.vid)
+            new = [i for i, c in enumerate(uc) if c is None]
+            keys = [ukeys[i] for i in new]
+            if ov.fresh:  # nothing was current when the key state began (nor since, but by it)
+                lts, vids = [_NO_TIME] * len(keys), [-1] * len(keys)
+            else:
+                lt_get, cur_get = self.last_time.get, self.current.get
+                lts = [lt_get(k, _NO_TIME) for k in keys]
+                vids = [-1 if c is None else c if type(c) is int else c.vid for c in map(cur_get, keys)]
+            for i, c in zip(new, ov.add_many(keys, lts, vids)):
+                uc[i] = c
         ucodes = np.array(uc, dtype=np.int64)
         pre_t = ov.lt[ucodes]
         # versions grouped by key, in vid order inside a group
@@ -543,10 +568,16 @@ class Projector:
         # late: older than the newest time before it in its group (or the key's last time):
         # a running max per group, over ranks so that group numbers can be stacked above them
         allt = np.concatenate([st, pre_t[sc[first]]])
-        _, rank = np.unique(allt, return_inverse=True)
-        rank = rank.reshape(-1)
-        R = int(rank.max()) + 1
         G = int(gnum[-1]) + 1
+        lo, hi = int(st.min()), int(st.max())
+        if (hi - lo + 3) * (G + 1) < (1 << 62):  # the times themselves, shifted, fit under the groups
+            # (a last time older than every time here, or none, is below them all; a newer one
+            # above them all: clipped, they order the same)
+            rank = np.clip(allt, lo - 1, hi + 1) - (lo - 1)
+        else:
+            _, rank = np.unique(allt, return_inverse=True)
+            rank = rank.reshape(-1)
+        R = int(rank.max()) + 1
         ext = np.empty(m + G, dtype=np.int64)             # each group: its last time, then its versions
         at_v = np.arange(m) + gnum + 1
         starts = np.flatnonzero(first)
@@ -616,16 +647,42 @@ class Projector:
 
     def _versions_of(self, vids: list[int]) -> list[ItemVersion]:
         """The versions of `vids` from the rows the columnar path keeps (_lazy_rows), in order."""
-        starts = np.array([v0 for v0, _ in self._lazy_rows], dtype=np.int64)
         want = np.array(vids, dtype=np.int64)
-        which = np.searchsorted(starts, want, side="right") - 1
         out: list = [None] * len(vids)
-        for j in np.unique(which).tolist():
-            sel = np.flatnonzero(which == j)
-            v0, tbl = self._lazy_rows[j]
-            for i, v in zip(sel.tolist(), _versions(tbl.take(pa.array(want[sel] - v0)))):
-                out[i] = v
+        for i, tbl in self._rows_of(want):
+            for j, v in zip(i.tolist(), _versions(tbl)):
+                out[j] = v
         return out
+
+    def _rows_of(self, want: np.ndarray) -> Iterator[tuple[np.ndarray, pa.Table]]:
+        """(indexes into `want`, their rows) for the vids `want` among the rows kept."""
+        for varr, tbl in self._lazy_rows:
+            at = np.minimum(np.searchsorted(varr, want), len(varr) - 1)
+            hit = varr[at] == want
+            if hit.any():
+                yield np.flatnonzero(hit), tbl.take(pa.array(at[hit]))
+
+    def _compact(self) -> None:
+        """Keep only the rows of versions still current as vids (the others were superseded):
+        those of the key state's changed keys, and of the keys written back before (_lazy; a
+        key written back and changed since keeps a row too many, which does no harm)."""
+        cur = self.current
+        live = {k: v for k in self._lazy if type(v := cur.get(k)) is int}
+        want = [np.fromiter(live.values(), dtype=np.int64, count=len(live))]
+        ov = self._ov
+        if ov is not None:
+            want.append(ov.cur[:ov.n][ov.dirty[:ov.n]])
+        want = np.unique(np.concatenate(want))
+        parts = [(want[i], tbl) for i, tbl in self._rows_of(want)]
+        if parts:
+            varr = np.concatenate([v for v, _ in parts])
+            order = np.argsort(varr, kind="stable")
+            tbl = pa.concat_tables([t for _, t in parts]).take(pa.array(order))
+            self._lazy_rows = [(varr[order], tbl)]
+        else:
+            self._lazy_rows = []
+        self._lazy = set(live)
+        self._lazy_held = self._lazy_kept = len(want)
 
     def _materialise(self) -> None:
         """Every current version an ItemVersion again (see _cur); the rows kept for them go."""
@@ -637,7 +694,7 @@ class Projector:
                 cur[k] = v
         self._lazy = set()
         self._lazy_rows = []
-        self._lazy_held = 0
+        self._lazy_held = self._lazy_kept = 0
 
     def _system_event(self, row: dict, wb: WriteBatch, opened, closed, read_prefix) -> None:
         if row["type"] == DECISION_TYPE:
@@ -956,9 +1013,18 @@ class Projector:
 
 def _versions(tbl: pa.Table) -> list[ItemVersion]:
     """The ItemVersions of rows of ARROW_SCHEMA (items.rows_to_versions, column by column)."""
-    cols = [tbl.column(f.name).to_pylist() for f in ARROW_SCHEMA]
-    for i in (8, 14, 15):  # tags, lineage_seqs, lineage_ids: tuples
-        cols[i] = [() if x is None else tuple(x) for x in cols[i]]
+    tbl = tbl.combine_chunks()
+    cols: list[list] = []
+    for f in ARROW_SCHEMA:
+        col = tbl.column(f.name)
+        if pa.types.is_list(f.type):  # tuples, from the flat values (to_pylist of lists is slow)
+            arr = col.chunk(0) if col.num_chunks else pa.array([], f.type)
+            off = arr.offsets.to_numpy().tolist()       # (a null list is empty: rows_to_versions)
+            base = off[0]
+            vals = arr.values.slice(base, off[-1] - base).to_pylist()
+            cols.append([tuple(vals[a - base:b - base]) for a, b in zip(off, off[1:])])
+        else:
+            cols.append(col.to_pylist())
     return [ItemVersion(*row) for row in zip(*cols)]
 
 
@@ -967,9 +1033,10 @@ class _KeyState:
     code), its newest valid time (_NO_TIME: none), its current version's vid (-1: none) and
     whether these changed since they were written back to the projector's dicts (_sync)."""
 
-    __slots__ = ("code", "keys", "lt", "cur", "dirty", "n")
+    __slots__ = ("code", "keys", "lt", "cur", "dirty", "n", "fresh")
 
-    def __init__(self) -> None:
+    def __init__(self, fresh: bool) -> None:
+        self.fresh = fresh   # the projector's current and last_time were empty when it began
         self.code: dict[str, int] = {}
         self.keys: list[str] = []
         self.n = 0
@@ -977,17 +1044,20 @@ class _KeyState:
         self.cur = np.empty(1024, dtype=np.int64)
         self.dirty = np.zeros(1024, dtype=bool)
 
-    def add(self, key: str, last_time: int, vid: int) -> int:
-        c = self.n
-        if c == len(self.lt):
-            self.lt = np.concatenate([self.lt, np.empty(c, dtype=np.int64)])
-            self.cur = np.concatenate([self.cur, np.empty(c, dtype=np.int64)])
-            self.dirty = np.concatenate([self.dirty, np.zeros(c, dtype=bool)])
-        self.lt[c], self.cur[c] = last_time, vid
-        self.code[key] = c
-        self.keys.append(key)
-        self.n = c + 1
-        return c
+    def add_many(self, keys: list[str], last_times: list[int], vids: list[int]) -> range:
+        """Codes for new keys, with their last times and current vids."""
+        c, k = self.n, len(keys)
+        if c + k > len(self.lt):
+            grow = max(c + k, 2 * len(self.lt)) - len(self.lt)
+            self.lt = np.concatenate([self.lt, np.empty(grow, dtype=np.int64)])
+            self.cur = np.concatenate([self.cur, np.empty(grow, dtype=np.int64)])
+            self.dirty = np.concatenate([self.dirty, np.zeros(grow, dtype=bool)])
+        self.lt[c:c + k] = last_times
+        self.cur[c:c + k] = vids
+        self.code.update(zip(keys, range(c, c + k)))
+        self.keys.extend(keys)
+        self.n = c + k
+        return range(c, c + k)
 
 
 class _Discard(list):

@@ -34,7 +34,7 @@ def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None]
     target = None if store.path is None or store.readonly else store.path / "items.rebuild.duckdb"
     proj = fresh_projector(store, target)
     fresh = proj.items
-    replay_into(proj, log, end, progress)
+    replay_into(proj, log, end, progress, keep_projector=False)
     seconds = time.perf_counter() - t0
     views.persist()
     before = views.items.digest()
@@ -110,10 +110,13 @@ def prefetched(it: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.Reco
 
 
 def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], None] | None = None, *,
-                transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None) -> None:
+                transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+                keep_projector: bool = True) -> None:
     """Project events 1..end of `log` with `proj` (a fresh projector over a fresh item store,
     which nobody may read before this returns), reporting progress. `transform` maps every
-    batch read (the re-reads after a rules change too) before it is projected."""
+    batch read (the re-reads after a rules change too) before it is projected.
+    `keep_projector=False`: `proj` is thrown away afterwards (only its item store is used), so
+    its current versions need not be made ItemVersions (Projector.run(materialise=False))."""
     def read(to_seq: int) -> Iterator[pa.RecordBatch]:
         for b in log.read_batches(from_seq=1, to_seq=to_seq, columns=PROJECT_COLUMNS):
             yield b if transform is None else transform(b)
@@ -129,7 +132,7 @@ def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], N
     # the store is fresh and read only when the replay is done: write it in bulk
     writer = BulkWriter(proj.items)
     try:
-        proj.run(batches(), end, lambda at: read(at - 1), deferred=writer)
+        proj.run(batches(), end, lambda at: read(at - 1), deferred=writer, materialise=keep_projector)
     except BaseException:
         writer.abort()
         raise

@@ -279,3 +279,48 @@ def test_may_redact_never_misses_a_redaction() -> None:
         assert f == fastrules.may_redact(t)
         if not f:
             assert redact(t) == (t, ()), t
+
+
+@pytest.mark.parametrize("span", [1000, 1 << 61])  # times shifted under the groups, or ranked
+def test_supersede_matches_the_per_version_bookkeeping(span: int) -> None:
+    """Projector._supersede (the columnar path's bookkeeping, vectorised) against the rules of
+    _put applied version by version: late versions, closes, newest times and current vids."""
+    from ctxdb.items import WriteBatch
+    from ctxdb.projector import _NO_FIRST
+    import numpy as np
+
+    rnd = random.Random(span)
+    for trial in range(30):
+        proj = Projector(ItemStore(None))
+        keys = [f"k{i}" for i in range(rnd.randrange(1, 12))]
+        for k in keys:  # a state before the run: a last time (old, new, huge) and a current vid
+            if rnd.random() < 0.6:
+                proj.last_time[k] = rnd.choice([rnd.randrange(-span, span), -(1 << 62), (1 << 62)])
+            if rnd.random() < 0.5:
+                proj.current[k] = rnd.randrange(1, 1000)
+        last_time, current = dict(proj.last_time), dict(proj.current)
+        m = rnd.randrange(1, 60)
+        ks = [rnd.choice(keys) for _ in range(m)]
+        ts = np.array([rnd.randrange(-span, span) for _ in range(m)], dtype=np.int64)
+        pos = np.array(sorted(rnd.randrange(1, 10**6) for _ in range(m)), dtype=np.int64)
+        vid0 = 5000
+        wb = WriteBatch(to_seq=0, next_vid=vid0, first_vid=_NO_FIRST)
+        got = proj._supersede(pa.array(ks, pa.string()), ts, pos, vid0, wb).to_pylist()
+        proj._release()
+        want, closes = [None] * m, {}
+        newest: dict[str, int] = {}
+        for i, (k, t) in enumerate(zip(ks, ts.tolist())):
+            lt = last_time.get(k)
+            if lt is not None and t < lt:
+                want[i] = int(pos[i])
+                continue
+            last_time[k] = t
+            if k in newest:
+                want[newest[k]] = int(pos[i])
+            elif k in current:
+                closes[current[k]] = int(pos[i])
+            newest[k] = i
+            current[k] = vid0 + i
+        assert got == want, trial
+        assert wb.closes == closes, trial
+        assert proj.last_time == last_time and proj.current == current, trial
