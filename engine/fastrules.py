@@ -22,6 +22,7 @@ the tests) and the time lies in 1970..9999; other rows fall back to datetime.str
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, Callable
 
@@ -37,7 +38,7 @@ from .events import utc_from_micros
 from .redact import _PRECHECK
 from .template import ENVELOPE_FIELDS, MissingField, Template, _format, walk
 
-__all__ = ["Batch", "FastRule", "compile_rule", "may_redact", "render_row", "seal", "seal_rows", "time_strings"]
+__all__ = ["ArrowBatch", "Batch", "FastRule", "compile_rule", "may_redact", "render_row", "seal", "seal_many", "seal_rows", "time_strings"]
 
 # strftime directives whose output pyarrow (C++ date library, "C" locale) and CPython/glibc agree
 # on for years 1970..9999; names of days and months, %c, %x, %Z etc. are left to Python.
@@ -54,6 +55,7 @@ _TRIGGER_RE = "|".join(re.escape(t) for t in _PRECHECK)
 _CARD_RE = r"[0-9]{13}|[0-9]{4}[ -][0-9]{3,6}[ -][0-9]{3,6}"
 _TRIGGER_RX = re.compile(_TRIGGER_RE)
 _CARD_RX = re.compile(_CARD_RE)
+_ANY_RE = f"{_CARD_RE}|(?i:{_TRIGGER_RE})"   # RE2: either, in one pass (digits have no case)
 
 
 def may_redact(text: str) -> bool:
@@ -61,19 +63,21 @@ def may_redact(text: str) -> bool:
     return _CARD_RX.search(text) is not None or _TRIGGER_RX.search(text.lower()) is not None
 
 
-def may_redact_many(texts: list[str]) -> list[bool]:
-    """may_redact of each text, with RE2 over the whole list; texts that are not ASCII (where
-    str.lower() and RE2's case folding could differ) are checked by may_redact itself."""
+def may_redact_many(texts: list[str], arr: pa.Array | None = None) -> list[bool]:
+    """may_redact of each text, with RE2 over the whole list (`arr`: the texts as an Arrow
+    array, if the caller has one); texts that are not ASCII (where str.lower() and RE2's case
+    folding could differ) are checked by may_redact itself."""
     if not texts:
         return []
-    try:
-        arr = pa.array(texts, pa.string())
-    except (UnicodeError, pa.ArrowException):  # e.g. a lone surrogate: let Python decide
-        return [may_redact(t) for t in texts]
-    hit = pc.or_(pc.match_substring_regex(arr, _CARD_RE),
-                 pc.match_substring_regex(arr, _TRIGGER_RE, ignore_case=True)).to_pylist()
-    ascii_ = pc.string_is_ascii(arr).to_pylist()
-    return [h if a else may_redact(t) for h, a, t in zip(hit, ascii_, texts)]
+    if arr is None:
+        try:
+            arr = pa.array(texts, pa.string())
+        except (UnicodeError, pa.ArrowException):  # e.g. a lone surrogate: let Python decide
+            return [may_redact(t) for t in texts]
+    hit = pc.match_substring_regex(arr, _ANY_RE).to_pylist()
+    for i in pc.indices_nonzero(pc.invert(pc.string_is_ascii(arr))).to_pylist():
+        hit[i] = may_redact(texts[i])
+    return hit
 
 
 def seal(text: str) -> tuple[str, str | None, str]:
@@ -140,16 +144,54 @@ class Batch:
         self.times = times
 
 
+class ArrowBatch:
+    """A Batch over an Arrow record batch whose columns become Python lists when first read
+    (row r of each), with the same attributes as Batch (the compiled rules read either)."""
+
+    _INT = ("time_ts", "recorded_at")
+
+    def __init__(self, b: pa.RecordBatch, times: dict[tuple[str, str], list]) -> None:
+        self._b = b
+        self.times = times
+
+    def __getattr__(self, name: str) -> list:
+        if name.startswith("_") or name not in self._b.schema.names:
+            raise AttributeError(name)
+        col = self._b.column(name)
+        out = (col.cast(pa.int64()) if name in self._INT else col).to_pylist()
+        setattr(self, name, out)
+        return out
+
+
+def seal_many(texts: list[str], arr: pa.Array | None = None
+              ) -> tuple[list[str], list[str | None], list[str], pa.Array | None]:
+    """seal() of each text: (redacted texts, item metas, content hashes, the redacted texts as
+    an Arrow array if `arr` — the texts as one — still is)."""
+    flags = may_redact_many(texts, arr) if len(texts) > 64 else [may_redact(t) for t in texts]
+    metas: list[str | None] = [None] * len(texts)
+    if any(flags):
+        texts = list(texts)
+        for i, f in enumerate(flags):
+            if f:
+                red, metas[i] = _redacted(texts[i])
+                if red != texts[i]:
+                    texts[i], arr = red, None
+    b2 = hashlib.blake2b
+    return texts, metas, [b2(t.encode(), digest_size=16).hexdigest() for t in texts], arr
+
+
 class FastRule:
     """A simple rule compiled: `render(d, m, batch, r)` -> (key, text, subject, tags), or raises
-    MissingField; d/m are the decoded data/meta of row r (None when the rule reads neither)."""
+    MissingField; d/m are the decoded data/meta of row r (None when the rule reads neither).
+    `render_many(ds, ms, batch, rows)` renders many rows in one call (see compile_rule)."""
 
-    __slots__ = ("rule", "render", "needs_data", "needs_meta", "times", "ttl_us", "rule_subject")
+    __slots__ = ("rule", "render", "render_many", "needs_data", "needs_meta", "times", "ttl_us", "rule_subject")
 
     def __init__(self, rule: Rule, render: Callable, needs_data: bool, needs_meta: bool,
-                 times: set[tuple[str, str]]) -> None:
+                 times: set[tuple[str, str]], render_many: Callable | None = None) -> None:
         self.rule = rule
         self.render = render
+        self.render_many = render_many
         self.needs_data, self.needs_meta = needs_data, needs_meta
         self.times = times
         self.ttl_us = rule.ttl_us
@@ -169,6 +211,15 @@ class _Gen:
         self.n = 0
         self.needs_data = self.needs_meta = False
         self.times: set[tuple[str, str]] = set()
+        self.hoisted: dict[str, str] = {}   # expression on B -> local name bound before the rows
+        self.memo: dict[tuple, str] = {}     # (path, spec, default) -> the variable already holding it
+
+    def hoist(self, expr: str) -> str:
+        """A local bound once per call to `expr` (a column of the batch, or its formatted times)."""
+        name = self.hoisted.get(expr)
+        if name is None:
+            name = self.hoisted[expr] = f"_h{len(self.hoisted)}"
+        return name
 
     def const(self, value: Any) -> str:
         name = f"_c{len(self.consts)}"
@@ -177,18 +228,27 @@ class _Gen:
 
     def template(self, t: Template) -> str:
         """Emit statements rendering `t`; returns the name of the variable holding the text."""
-        pieces = []
+        fmt = []  # one f-string (every field is a str: {x} is x itself)
         for literal, path, spec, default in t.parts:
             if literal:
-                pieces.append(repr(literal))
+                fmt.append(literal.replace("{", "{{").replace("}", "}}"))
             if path is not None:
-                pieces.append(self.field(path, spec, default))
+                fmt.append("{" + self.field(path, spec, default) + "}")
         out = f"_t{self.n}"
         self.n += 1
-        self.lines.append(f"{out} = " + (" + ".join(pieces) if pieces else "''"))
+        self.lines.append(f"{out} = f{''.join(fmt)!r}")
         return out
 
     def field(self, path: tuple[str, ...], spec: str, default: str | None) -> str:
+        """Emit statements formatting one field (once per row: rendering is pure, and a field
+        that is missing raises at its first use, in the order Template.render reads them)."""
+        memo = self.memo.get((path, spec, default))
+        if memo is not None:
+            return memo
+        self.memo[(path, spec, default)] = s = self._field(path, spec, default)
+        return s
+
+    def _field(self, path: tuple[str, ...], spec: str, default: str | None) -> str:
         v = f"_v{self.n}"
         s = f"_s{self.n}"
         self.n += 1
@@ -199,7 +259,7 @@ class _Gen:
             self.times.add((root, spec))
             col = "time_ts" if root == "time" else "recorded_at"
             key = self.const((root, spec))
-            L.append(f"{s} = B.times[{key}][r]")
+            L.append(f"{s} = {self.hoist(f'B.times[{key}]')}[r]")
             L.append(f"if {s} is None: {s} = _time_fallback(B.{col}[r], {spec!r})")
             return s
         if root in ("data", "meta"):
@@ -222,9 +282,10 @@ class _Gen:
                 L.append(f"        {v} = None")
         else:
             assert root in ENVELOPE_FIELDS
-            L.append(f"{v} = B.{root}[r]")
-        # _format(v, "") returns a str unchanged and an int as str(v): inlined
-        fmt = (f"{v} if type({v}) is str else (str({v}) if type({v}) is int else _format({v}, ''))"
+            L.append(f"{v} = {self.hoist(f'B.{root}')}[r]")
+        # _format(v, "") returns a str unchanged and an int or float as str(v): inlined
+        fmt = (f"{v} if type({v}) is str else (str({v}) if type({v}) is int or type({v}) is float "
+               f"else _format({v}, ''))"
                if not spec else f"_format({v}, {spec!r})")
         if default is None:
             L.append(f"{s} = {fmt}")
@@ -242,14 +303,37 @@ def compile_rule(rule: Rule) -> FastRule | None:
     g = _Gen()
     key = g.template(rule.key)
     text = g.template(rule.text)
-    subject = "B.subject[r]" if rule.subject.source == "{subject}" else g.template(rule.subject)
+    own_subject = rule.subject.source != "{subject}"
+    subject = g.template(rule.subject) if own_subject else "B.subject[r]"
     tags = [g.template(t) for t in rule.tags]
-    g.lines.append(f"return {key}, {text}, {subject}, ({''.join(t + ', ' for t in tags)})")
-    src = "def render(d, m, B, r):\n" + "".join("    " + ln + "\n" for ln in g.lines)
+    tags_expr = f"({''.join(t + ', ' for t in tags)})"
+    prologue = [f"{name} = {expr}" for expr, name in g.hoisted.items()]
+    # one row: render(d, m, B, r) -> (key, text, subject, tags)
+    src = ("def render(d, m, B, r):\n" + "".join("    " + ln + "\n" for ln in prologue + g.lines)
+           + f"    return {key}, {text}, {subject}, {tags_expr}\n")
+    # many rows: render_many(ds, ms, B, rows) -> (positions rendered, keys, texts, subjects
+    # (None: the rows' own subjects), tags, [(position, MissingField)]); ds/ms are the decoded
+    # data/meta of rows[i] (or None); any other exception propagates
+    body = "".join("            " + ln + "\n" for ln in g.lines)
+    src += ("def render_many(ds, ms, B, rows):\n" + "".join("    " + ln + "\n" for ln in prologue)
+            + ("    I = []; K = []; T = []; S = []; G = []; X = []\n" if own_subject
+               else "    I = []; K = []; T = []; S = None; G = []; X = []\n")
+            + "    d = m = None\n"
+            + "    for i in range(len(rows)):\n"
+            + "        r = rows[i]\n"
+            + ("        d = ds[i]\n" if g.needs_data else "")
+            + ("        m = ms[i]\n" if g.needs_meta else "")
+            + "        try:\n" + body
+            + "        except _Missing as exc:\n"
+            + "            X.append((i, exc))\n"
+            + "            continue\n"
+            + f"        I.append(i); K.append({key}); T.append({text}); G.append({tags_expr})\n"
+            + (f"        S.append({subject})\n" if own_subject else "")
+            + "    return I, K, T, S, G, X\n")
     ns: dict[str, Any] = {"_walk": walk, "_Missing": MissingField, "_format": _format,
                           "_time_fallback": _time_fallback, **g.consts}
     exec(compile(src, f"<rule {rule.name}>", "exec"), ns)  # noqa: S102 (source built from parsed templates)
-    return FastRule(rule, ns["render"], g.needs_data, g.needs_meta, g.times)
+    return FastRule(rule, ns["render"], g.needs_data, g.needs_meta, g.times, ns["render_many"])
 
 
 def _arrow_spec(spec: str) -> bool:
@@ -259,6 +343,53 @@ def _arrow_spec(spec: str) -> bool:
 
 #: below this many rows, times are formatted by Python (each pyarrow compute call costs ~0.1 ms)
 SMALL_BATCH = 16
+
+# Where each directive sits in pyarrow's text of a timestamp[s] ("YYYY-MM-DD HH:MM:SS"): slicing
+# that text is several times faster than pc.strftime (checked at import; else strftime is used).
+_ISO_SLICES = {"Y": (0, 4), "m": (5, 7), "d": (8, 10), "H": (11, 13), "M": (14, 16), "S": (17, 19)}
+
+
+def _iso_text_ok() -> bool:
+    try:
+        got = pa.array([0, 253_402_300_799, 1_700_000_000], pa.int64()).cast(pa.timestamp("s")).cast(pa.string())
+        return got.to_pylist() == ["1970-01-01 00:00:00", "9999-12-31 23:59:59", "2023-11-14 22:13:20"]
+    except pa.ArrowException:
+        return False
+
+
+_ISO_TEXT = _iso_text_ok()
+
+
+def _strftime(secs: pa.Array, spec: str) -> pa.Array:
+    """pc.strftime(secs, spec) for a spec of directives YmdHMS% (years 1970..9999), from slices
+    of the timestamp's text."""
+    if not _ISO_TEXT:
+        return pc.strftime(secs.cast(pa.timestamp("s", tz="UTC")), spec)
+    iso = secs.cast(pa.timestamp("s")).cast(pa.string())
+    parts: list = []
+    lit: list[str] = []
+    i = 0
+    while i < len(spec):
+        c = spec[i]
+        if c == "%" and i + 1 < len(spec) and spec[i + 1] in _ISO_SLICES:
+            if lit:
+                parts.append("".join(lit))
+                lit = []
+            a, b = _ISO_SLICES[spec[i + 1]]
+            parts.append(pc.utf8_slice_codeunits(iso, a, b))
+            i += 2
+            continue
+        if c == "%" and i + 1 < len(spec) and spec[i + 1] == "%":
+            i += 1
+        lit.append(c)
+        i += 1
+    if lit:
+        parts.append("".join(lit))
+    if not any(isinstance(x, pa.Array) for x in parts):  # no directive: the literal text
+        return pc.if_else(pc.is_valid(iso), pa.scalar("".join(parts)), pa.scalar(None, pa.string()))
+    if len(parts) == 1:
+        return parts[0]
+    return pc.binary_join_element_wise(*parts, "")
 
 
 def time_strings(us: pa.Array, spec: str, mask: pa.Array | None = None) -> list[str | None]:
@@ -273,11 +404,11 @@ def time_strings(us: pa.Array, spec: str, mask: pa.Array | None = None) -> list[
         ok = pc.and_(ok, mask)
     ok = pc.fill_null(ok, False)
     safe = pc.if_else(ok, us, pa.scalar(None, pa.int64()))
-    secs = pc.divide(safe, 1_000_000).cast(pa.timestamp("s", tz="UTC"))
+    secs = pc.divide(safe, 1_000_000)
     if spec:
-        return pc.strftime(secs, spec).to_pylist()
+        return _strftime(secs, spec).to_pylist()
     # isoformat(): seconds, then .ffffff only when there are microseconds, then Z for +00:00
     frac = pc.cast(pc.add(pc.remainder(safe, 1_000_000), 1_000_000), pa.string())
     frac = pc.if_else(pc.equal(pc.remainder(safe, 1_000_000), 0), "",
                       pc.binary_join_element_wise(".", pc.utf8_slice_codeunits(frac, 1), ""))
-    return pc.binary_join_element_wise(pc.strftime(secs, "%Y-%m-%dT%H:%M:%S"), frac, "Z", "").to_pylist()
+    return pc.binary_join_element_wise(_strftime(secs, "%Y-%m-%dT%H:%M:%S"), frac, "Z", "").to_pylist()

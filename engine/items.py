@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
+import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any, Iterable
 import duckdb
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .digest import digest_batches
 from .errors import CorruptionError, CtxdbError
@@ -372,71 +374,143 @@ class BulkWriter:
     """Writes the projection batches of a replay (`ctxdb rebuild`, `replay --verify`) into a
     fresh item store in a few large transactions instead of one per batch.
 
-    A version still open (no `to_seq`) is held in memory until a later batch closes it, so no
-    row is ever UPDATEd; closed and late versions are converted to Arrow as they complete (while
-    hot in the CPU cache) and inserted in chunks of at least `chunk` rows (large inserts bypass
-    DuckDB's WAL). Rows are stored in the order they complete, not in vid order: every reader
-    orders by vid or key (or, like views, does not depend on order). Summary state, policies, uses and meta
-    are folded in batch order (later values replace earlier ones, as the per-batch writes would).
-    Between two flushes the store holds a checkpoint without the open versions: nobody may read
-    it before finish(), which writes the rest with the last batch's checkpoint. The rows stored
-    are the ones the per-batch writes would store (ItemStore.digest is equal)."""
+    New versions arrive as ItemVersions (WriteBatch.new) or, from the projector's columnar path,
+    as Arrow tables (WriteBatch.new_table; `columnar` tells the projector it may send them). A
+    version still open (no `to_seq`) is held back (as Arrow rows) until a later batch closes it,
+    so no row is ever UPDATEd; closes are applied to the held rows by vid, in bulk, whenever at
+    least `chunk` new rows have arrived, and the rows complete by then are inserted (large
+    inserts bypass DuckDB's WAL), by a background thread (DuckDB releases the GIL) while the
+    projection goes on. Rows are stored in the order they complete, not in vid order: every
+    reader orders by vid or key (or, like views, does not depend on order). A batch may close a
+    version it adds itself (the columnar path always sends its closes as `closes`): new
+    versions are taken before closes, as ItemStore.write applies them. Summary state, policies,
+    uses and meta are folded in batch order (later values replace earlier ones, as the
+    per-batch writes would). Between two flushes the store holds a checkpoint without the open
+    versions: nobody may read it before finish(), which writes the rest with the last batch's
+    checkpoint. The rows stored are the ones the per-batch writes would store (ItemStore.digest
+    is equal). abort() stops the background writer without writing the rest."""
 
-    def __init__(self, store: ItemStore, chunk: int = 250_000) -> None:
+    columnar = True
+
+    def __init__(self, store: ItemStore, chunk: int = 250_000, background: bool = True) -> None:
         self.store = store
         self.chunk = chunk
-        self._open: dict[int, ItemVersion] = {}     # vid -> version not closed yet
-        self._done: list[ItemVersion] = []          # closed or late versions not converted yet
-        self._tables: list[pa.Table] = []           # converted ones (while still hot in the CPU cache)
-        self._rows = 0
-        self._closes: dict[int, int] = {}           # closes of versions already in the store
+        self._pending: list[pa.Table] = []          # rows not written yet (some still open)
+        self._new = 0                               # rows added since the last flush
+        self._closes: dict[int, int] = {}           # vid -> to_seq, not applied yet
+        self._old_closes: dict[int, int] = {}       # closes of versions stored before the replay
         self._wb = WriteBatch(to_seq=0, next_vid=1)
+        self._background = background
+        self._queue: "queue.Queue[WriteBatch | None] | None" = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def __call__(self, wb: WriteBatch) -> None:
         self.append(wb)
 
     def append(self, wb: WriteBatch) -> None:
-        opened, done = self._open, self._done
-        for vid, seq in wb.closes.items():
-            v = opened.pop(vid, None)
-            if v is None:
-                self._closes[vid] = seq
-            else:
-                done.append(v.closed(seq))
-        for v in wb.new:
-            if v.to_seq is None:
-                opened[v.vid] = v
-            else:
-                done.append(v)
+        if wb.new:
+            self._pending.append(_versions_table(wb.new))
+            self._new += len(wb.new)
+        if wb.new_table is not None and wb.new_table.num_rows:
+            self._pending.append(wb.new_table)
+            self._new += wb.new_table.num_rows
+        self._closes.update(wb.closes)
         acc = self._wb
         acc.to_seq, acc.next_vid, acc.python_rules = wb.to_seq, wb.next_vid, wb.python_rules
         acc.summary_state.update(wb.summary_state)
         acc.policies += wb.policies
         acc.uses += wb.uses
         acc.meta.update(wb.meta)
-        if done:
-            self._tables.append(_versions_table(done))
-            self._rows += len(done)
-            self._done = []
-        if self._rows >= self.chunk:
-            self._write(final=False)
+        if self._new >= self.chunk:
+            self._flush(final=False)
 
     def finish(self) -> None:
         """Write everything held back, with the last checkpoint."""
-        if self._open:
-            self._tables.append(_versions_table(list(self._open.values())))
-        self._open = {}
-        self._write(final=True)
+        self._flush(final=True)
 
-    def _write(self, final: bool) -> None:
+    def abort(self) -> None:
+        """Stop the background writer; what was not written yet is dropped."""
+        try:
+            self._stop()
+        except BaseException:  # noqa: BLE001 (the caller is raising its own error)
+            pass
+        self._pending, self._closes = [], {}
+
+    def _resolve(self) -> pa.Table | None:
+        """The held rows with every close received applied (the others are of versions stored
+        before the replay: applied by the last write)."""
+        if not self._pending:
+            t = None
+        else:
+            t = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+        if self._closes:
+            vids = pa.array(list(self._closes), pa.int64())
+            seqs = pa.array(list(self._closes.values()), pa.int64())
+            if t is not None:
+                i = t.schema.get_field_index("to_seq")
+                at = pc.index_in(t.column("vid"), value_set=vids)
+                t = t.set_column(i, "to_seq", pc.coalesce(t.column("to_seq"), pc.take(seqs, at)))
+                missing = pc.invert(pc.is_in(vids, value_set=t.column("vid")))
+            else:
+                missing = pa.array([True] * len(vids))
+            if pc.any(missing).as_py():
+                self._old_closes.update(zip(pc.filter(vids, missing).to_pylist(), pc.filter(seqs, missing).to_pylist()))
+            self._closes = {}
+        return t
+
+    def _flush(self, final: bool) -> None:
+        t = self._resolve()
+        self._pending, self._new = [], 0
+        if t is not None and not final:
+            done = pc.is_valid(t.column("to_seq"))
+            held = t.filter(pc.invert(done))
+            t = t.filter(done)
+            if held.num_rows:
+                self._pending = [held]
         acc = self._wb
-        if self._tables:
-            acc.new_table = pa.concat_tables(self._tables)
-        self._tables, self._rows = [], 0
-        if final:
-            acc.closes, self._closes = self._closes, {}
-        self.store.write(acc)
+        acc.new_table = t if t is not None and t.num_rows else None
         self._wb = WriteBatch(to_seq=acc.to_seq, next_vid=acc.next_vid, python_rules=acc.python_rules)
+        if final:
+            acc.closes, self._old_closes = self._old_closes, {}
+            self._stop()
+            self.store.write(acc)
+        elif self._background:
+            self._submit(acc)
+        else:
+            self.store.write(acc)
+
+    def _submit(self, wb: WriteBatch) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._thread is None:
+            self._queue = queue.Queue(maxsize=2)
+            self._thread = threading.Thread(target=self._work, name="ctxdb-bulk-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(wb)  # type: ignore[union-attr]
+
+    def _work(self) -> None:
+        q = self._queue
+        assert q is not None
+        while True:
+            wb = q.get()
+            if wb is None:
+                return
+            if self._error is None:
+                try:
+                    self.store.write(wb)
+                except BaseException as exc:  # noqa: BLE001 (raised by the next append or finish)
+                    self._error = exc
+
+    def _stop(self) -> None:
+        """Wait for the background writer to write what it holds; raise what it raised."""
+        if self._thread is not None:
+            self._queue.put(None)  # type: ignore[union-attr]
+            self._thread.join()
+            self._thread = self._queue = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
 
 
 def like_pattern(glob: str) -> str:

@@ -26,18 +26,21 @@ Positions: every write carries the checkpoint (the last seq projected), in one D
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .config import Config, Rule, default_config, from_dict, glob_match, parse_duration
 from .errors import ConfigError
 from .events import Event, utc_from_micros
-from .items import ItemStore, ItemVersion, Policy, WriteBatch
-from .fastrules import Batch, FastRule, compile_rule, render_row, seal, seal_rows, time_strings
+from .items import ARROW_SCHEMA, ItemStore, ItemVersion, Policy, WriteBatch
+from .fastrules import (ArrowBatch, Batch, FastRule, compile_rule, render_row, seal, seal_many, seal_rows,
+                        time_strings)
 from .template import EventContext, MissingField
 
 SYSTEM_PREFIX = "ctxdb."
@@ -48,6 +51,10 @@ FORGET_TYPE = "ctxdb.forget"
 HOLD_TYPE = "ctxdb.hold"         # data {"release": false|true}: a legal hold on its subject
 PURGE_TYPE = "ctxdb.purge"
 PURGED_PREFIX = "purged:"        # subjects (and ids) of the content-free stubs a purge leaves
+_SKIP, _FAST, _SLOW = 0, 1, 2     # row classes of the columnar path (Projector._row_class)
+_NO_FIRST = 1 << 62              # WriteBatch.first_vid of the columnar path: every close goes to wb.closes
+_DECODER = msgspec.json.Decoder()
+_NO_TIME = -(1 << 63)            # a key without a last time (no int64 time is older)
 PROJECT_COLUMNS = ["seq", "recorded_at", "id", "source", "type", "subject", "time", "time_ts", "data", "meta"]
 
 
@@ -90,6 +97,8 @@ def rules_fingerprint(cfg: Config, python_rules: list[PythonRule]) -> str:
 class Projector:
     """Owns the projected state (current items, summaries, reinforcement) of one item store."""
 
+    _LAZY_HELD = 250_000   # rows the columnar path may keep for current versions left as vids (see _cur)
+
     def __init__(self, items: ItemStore, python_rules: list[PythonRule] | None = None,
                  stub_subject: Callable[[str], str] | None = None, purged: set[str] | None = None) -> None:
         self.items = items
@@ -117,6 +126,15 @@ class Projector:
         self.uses: dict[str, int] = self.items.uses_at(self.seq)
         self._rule_cache: dict[str, list[Rule]] = {}
         self._fast_cache: dict[str, _FastRules | None] = {}
+        self._columnar = False
+        # the columnar path leaves vids in `current` (see _cur): their keys, and the rows to
+        # make them ItemVersions from
+        self._lazy: set[str] = set()
+        self._lazy_rows: list[tuple[np.ndarray, pa.Table]] = []   # (their vids, ascending; rows)
+        self._lazy_held = self._lazy_kept = 0   # rows kept; rows kept by the last _compact
+        self._ov: _KeyState | None = None   # the columnar path's per-key state (see _supersede)
+        self._clean: set[str] = set()   # subjects neither forgotten nor purged (see _left_out)
+        self._clean_state: tuple | None = None
         raw = self.items.get_meta("llm_open")
         self.llm_open: dict[str, dict] = msgspec.json.decode(raw) if raw else {}
         raw = self.items.get_meta("forgotten")
@@ -188,22 +206,35 @@ class Projector:
     # ---- projecting ----------------------------------------------------------------------
     def run(self, batches: Iterable[pa.RecordBatch], to_seq: int,
             read_prefix: Callable[[int], Iterator[pa.RecordBatch]] | None = None,
-            deferred: Any = None) -> tuple[list, list]:
+            deferred: Any = None, materialise: bool = True) -> tuple[list, list]:
         """Project `batches` (events after self.seq, up to `to_seq`); write them with the
         checkpoint (or, with `deferred` — a list, or anything with `append(WriteBatch)` such as
         items.BulkWriter — hand the writes to the caller, who must write them in order before
         serving any past view). Returns (opened, closed) item versions for live
-        views. `read_prefix(seq)` reads events 1..seq-1 (re-projection after a rules change)."""
-        opened: list[ItemVersion] = []
-        closed: list[ItemVersion] = []
-        for b in batches:
-            wb = WriteBatch(to_seq=self.seq, next_vid=self.next_vid, first_vid=self.next_vid)
-            self._project_batch(b, wb, opened, closed, read_prefix)
-            self._flush(wb, deferred)
-        if self.seq < to_seq:  # nothing matched at the end: still advance the checkpoint
-            self.seq = to_seq
-            self._flush(WriteBatch(to_seq=to_seq, next_vid=self.next_vid), deferred)
-        return opened, closed
+        views. `read_prefix(seq)` reads events 1..seq-1 (re-projection after a rules change).
+        `materialise=False` (a replay whose projector is thrown away afterwards): `current` may
+        be left holding vids of versions of the columnar path (see _cur)."""
+        # A writer that takes new versions as Arrow tables (items.BulkWriter: a replay into a fresh
+        # store, which nobody reads before it is done) gets runs of simple rules projected at
+        # once (_fast_run); then no (opened, closed) versions are collected.
+        self._columnar = columnar = bool(getattr(deferred, "columnar", False)) and not self.python_rules
+        opened: list[ItemVersion] = _Discard() if columnar else []  # type: ignore[assignment]
+        closed: list[ItemVersion] = _Discard() if columnar else []  # type: ignore[assignment]
+        try:
+            for b in batches:
+                wb = WriteBatch(to_seq=self.seq, next_vid=self.next_vid,
+                                first_vid=_NO_FIRST if columnar else self.next_vid)
+                self._project_batch(b, wb, opened, closed, read_prefix)
+                self._flush(wb, deferred)
+            if self.seq < to_seq:  # nothing matched at the end: still advance the checkpoint
+                self.seq = to_seq
+                self._flush(WriteBatch(to_seq=to_seq, next_vid=self.next_vid), deferred)
+        finally:
+            self._columnar = False
+            self._release()
+            if materialise:
+                self._materialise()
+        return ([], []) if columnar else (opened, closed)
 
     def _flush(self, wb: WriteBatch, deferred: Any = None) -> None:
         wb.to_seq, wb.next_vid = self.seq, self.next_vid
@@ -233,55 +264,437 @@ class Projector:
         if at is None and b.num_rows and b.column("seq")[0].as_py() <= self.seq:
             b = b.filter(pc.greater(b.column("seq"), self.seq))
         if b.num_rows:
-            cols = {c: b.column(c).to_pylist() for c in PROJECT_COLUMNS if c not in ("recorded_at", "time_ts")}
-            cols["recorded_at"] = b.column("recorded_at").cast(pa.int64()).to_pylist()
-            cols["time_ts"] = b.column("time_ts").cast(pa.int64()).to_pylist()
-            names = list(cols)
-            B = Batch(cols, _BatchTimes(self, b))
-            types, subjects, seqs = B.type, B.subject, B.seq
-            # rules stay the same through the batch unless it holds a policy event: then render
-            # row by row, after the rows before have been projected
-            pre = None if POLICY_TYPE in B.type else self._prerender(B, b.num_rows)
-            for r in range(b.num_rows):
-                t = types[r]
-                fr = self._fast_for(t)
-                if fr is not None:  # only simple template rules: the compiled fast path
-                    subj = subjects[r]
-                    if not (subj in self.forgotten or subj.startswith(PURGED_PREFIX)
-                            or (self.purged and self._was_purged(subj))):
-                        recs = pre[r] if pre is not None else seal_rows(
-                            [render_row(fr.rules, fr.needs_data, fr.needs_meta, B, r)])[0]
-                        self._fast_row(fr, recs, B, r, seqs[r] if at is None else at, wb, opened, closed)
-                    if at is None:
-                        self.seq = seqs[r]
-                    continue
-                row = {c: cols[c][r] for c in names}
-                rules = self._rules_for(t)
-                system = t.startswith(SYSTEM_PREFIX)
-                pos = row["seq"] if at is None else at
-                subj = row["subject"]
-                if t == FORGET_TYPE or t == HOLD_TYPE:
-                    if at is None:
-                        if t == FORGET_TYPE:
-                            self._forget(row, wb, closed)
-                        else:
-                            self._hold(row, wb)
-                        self.seq = row["seq"]
-                    continue
-                if subj in self.forgotten or subj.startswith(PURGED_PREFIX) or (self.purged and self._was_purged(subj)):
-                    if at is None:  # a forgotten subject, or a purge's stub: nothing to project
-                        self.seq = row["seq"]
-                    continue
-                if t == LLM_TYPE:
-                    self._llm_output(row, pos, wb, opened, closed)
-                if system and at is None:
-                    self._system_event(row, wb, opened, closed, read_prefix)
-                if rules or self.python_rules:
-                    self._apply(row, rules, pos, wb, opened, closed)
-                if at is None:
-                    self.seq = row["seq"]
+            B = ArrowBatch(b, _BatchTimes(self, b))
+            if self._columnar:
+                self._project_columnar(b, B, wb, opened, closed, read_prefix, at)
+            else:
+                # rules stay the same through the batch unless it holds a policy event: then
+                # render row by row, after the rows before have been projected
+                pre = None if POLICY_TYPE in B.type else self._prerender(B, b.num_rows)
+                self._rows(B, 0, b.num_rows, pre, wb, opened, closed, read_prefix, at)
         if at is None:
             self.seq = max(self.seq, last)
+
+    def _rows(self, B: ArrowBatch, lo: int, hi: int, pre: list | None, wb: WriteBatch, opened, closed,
+              read_prefix, at: int | None) -> None:
+        """Project rows lo..hi-1 of a batch one by one (`pre`: their rendered fast rules, by
+        row, from _prerender; None: render here)."""
+        types, subjects, seqs = B.type, B.subject, B.seq
+        cols = None
+        for r in range(lo, hi):
+            t = types[r]
+            fr = self._fast_for(t)
+            if fr is not None:  # only simple template rules: the compiled fast path
+                subj = subjects[r]
+                if not (subj in self.forgotten or subj.startswith(PURGED_PREFIX)
+                        or (self.purged and self._was_purged(subj))):
+                    recs = pre[r] if pre is not None else seal_rows(
+                        [render_row(fr.rules, fr.needs_data, fr.needs_meta, B, r)])[0]
+                    self._fast_row(fr, recs, B, r, seqs[r] if at is None else at, wb, opened, closed)
+                if at is None:
+                    self.seq = seqs[r]
+                continue
+            if cols is None:
+                cols = {c: getattr(B, c) for c in PROJECT_COLUMNS}
+            row = {c: cols[c][r] for c in PROJECT_COLUMNS}
+            rules = self._rules_for(t)
+            system = t.startswith(SYSTEM_PREFIX)
+            pos = row["seq"] if at is None else at
+            subj = row["subject"]
+            if t == FORGET_TYPE or t == HOLD_TYPE:
+                if at is None:
+                    if t == FORGET_TYPE:
+                        self._forget(row, wb, closed)
+                    else:
+                        self._hold(row, wb)
+                    self.seq = row["seq"]
+                continue
+            if subj in self.forgotten or subj.startswith(PURGED_PREFIX) or (self.purged and self._was_purged(subj)):
+                if at is None:  # a forgotten subject, or a purge's stub: nothing to project
+                    self.seq = row["seq"]
+                continue
+            if t == LLM_TYPE:
+                self._llm_output(row, pos, wb, opened, closed)
+            if system and at is None:
+                self._system_event(row, wb, opened, closed, read_prefix)
+            if rules or self.python_rules:
+                self._apply(row, rules, pos, wb, opened, closed)
+            if at is None:
+                self.seq = row["seq"]
+
+    # ---- the columnar path (replays into a bulk writer) ----------------------------------
+    def _row_class(self, event_type: str) -> int:
+        if self._fast_for(event_type) is not None:
+            return _FAST
+        if not self._rules_for(event_type) and not event_type.startswith(SYSTEM_PREFIX):
+            return _SKIP
+        return _SLOW
+
+    def _project_columnar(self, b: pa.RecordBatch, B: ArrowBatch, wb: WriteBatch, opened, closed,
+                          read_prefix, at: int | None) -> None:
+        """Project a batch as runs of rows whose event types have only simple rules (or none),
+        each run at once (_fast_run), and every other row one by one (_rows), in seq order. A
+        policy event may change the rules: the rows after it are classified again."""
+        n = b.num_rows
+        tcol = b.column("type")
+        uniq_arr = pc.unique(tcol)
+        codes = pc.index_in(tcol, value_set=uniq_arr).to_numpy(zero_copy_only=False)
+        uniq = uniq_arr.to_pylist()
+        i = 0
+        while i < n:
+            cls = np.array([self._row_class(t) for t in uniq], dtype=np.int8)[codes]
+            slow = (np.flatnonzero(cls[i:] == _SLOW) + i).tolist()
+            slow.append(n)
+            for j in slow:
+                if j > i:
+                    self._fast_run(b, B, codes, uniq, cls, i, j, wb, opened, closed, read_prefix, at)
+                i = j + 1
+                if j == n:
+                    break
+                if uniq[codes[j]] != DECISION_TYPE:  # (a receipt changes neither)
+                    self._release()  # the per-event path reads and changes current and last_time
+                self._rows(B, j, j + 1, None, wb, opened, closed, read_prefix, at)
+                if uniq[codes[j]] != DECISION_TYPE:
+                    self._release()  # (a re-projection inside the row may have made one)
+                if uniq[codes[j]] == POLICY_TYPE:
+                    break  # the rules may have changed from here on
+
+    def _fast_run(self, b: pa.RecordBatch, B: ArrowBatch, codes, uniq: list[str], cls, lo: int, hi: int,
+                  wb: WriteBatch, opened, closed, read_prefix, at: int | None) -> None:
+        """Project rows lo..hi-1 of a batch, all of event types whose rules are all simple (or
+        that no rule matches), at once: the rules render their rows type by type, the texts are
+        sealed together, supersession is one pass over the keys, and the new versions go to the
+        writer as one Arrow table. The versions, vids, checkpoint and stats are those of _rows;
+        if a rendering raises anything but MissingField, _rows projects the run instead (and
+        raises it where the per-event path would)."""
+        rows = np.flatnonzero(cls[lo:hi] == _FAST) + lo
+        if len(rows):
+            pp = getattr(B, "_purged_prefix", None)
+            if pp is None:
+                pp = B._purged_prefix = pc.starts_with(b.column("subject"), PURGED_PREFIX).to_numpy(
+                    zero_copy_only=False)
+            keep = ~pp[rows]
+            if self.forgotten or self.purged:
+                keep &= ~self._left_out(b.column("subject").take(pa.array(rows)))
+            rows = rows[keep]
+        if len(rows):
+            try:
+                out = self._render_run(B, codes, uniq, rows)
+            except Exception:  # noqa: BLE001 (raised again by the per-event path, at its row)
+                self._release()
+                self._rows(B, lo, hi, None, wb, opened, closed, read_prefix, at)
+                return
+            self._put_run(b, B, out, wb, closed, at)
+        if at is None:
+            self.seq = b.column("seq")[hi - 1].as_py()
+
+    def _left_out(self, subjects: pa.Array) -> np.ndarray:
+        """Which of `subjects` are forgotten or purged (nothing about them is projected), each
+        distinct subject checked once (and a subject found neither remembered as such, until a
+        tombstone or a purge adds to the forgotten or purged ones)."""
+        state = (id(self.forgotten), len(self.forgotten), id(self.purged), len(self.purged))
+        if self._clean_state != state:
+            self._clean, self._clean_state = set(), state
+        clean = self._clean
+        new = [s for s in pc.unique(subjects).to_pylist() if s not in clean]
+        forgotten, purged, was_purged = self.forgotten, self.purged, self._was_purged
+        out = [s for s in new if s in forgotten or (purged and was_purged(s))]
+        if len(out) < len(new):
+            clean.update(new)
+            clean.difference_update(out)
+        if not out:
+            return np.zeros(len(subjects), dtype=bool)
+        return pc.is_in(subjects, value_set=pa.array(out, pa.string())).to_numpy(zero_copy_only=False)
+
+    def _render_run(self, B: ArrowBatch, codes, uniq: list[str], rows) -> tuple:
+        """Render the rules of `rows` (all of fast types): (rules, rule index, row, key, text,
+        subject, tags) of each version in projection order (row, then rule), counting the
+        matches and skips; subjects is None when every version's is its event's. Pure but for
+        the stats, which are counted last."""
+        rules: list[FastRule] = []
+        parts = []        # (sort keys, rule indexes, rows, keys, texts, subjects, tags) per (type, rule)
+        skips = []        # (sort key, rule, row, MissingField)
+        matched = 0
+        rc = codes[rows]
+        loads = _DECODER.decode
+        types = np.unique(rc).tolist()
+        frs = {c: self._fast_for(uniq[c]) for c in types}
+        width = max(len(fr.rules) for fr in frs.values())  # type: ignore[union-attr]
+        for c in types:
+            fr = frs[c]
+            assert fr is not None
+            rt = rows[rc == c] if len(types) > 1 else rows
+            rl = rt.tolist()
+            ds = ms = None
+            if fr.needs_data:
+                data = B.data
+                ds = [loads(data[r]) for r in rl]
+            if fr.needs_meta:
+                meta = B.meta
+                ms = [None if meta[r] is None else loads(meta[r]) for r in rl]
+            matched += len(rl) * len(fr.rules)
+            for ri, f in enumerate(fr.rules):
+                gi = len(rules)
+                rules.append(f)
+                idx, keys, texts, subjects, tags, missing = f.render_many(ds, ms, B, rl)
+                vr = rt[idx] if len(idx) != len(rl) else rt
+                parts.append((vr * width + ri, gi, vr, keys, texts, subjects, tags))
+                for i, exc in missing:
+                    skips.append((rl[i] * width + ri, f, rl[i], exc))
+        if all(p[5] is None for p in parts):
+            parts = [p[:5] + ([],) + p[6:] for p in parts]
+            own = False  # every version's subject is its event's
+        else:  # rules naming their own subject: the others' versions get their event's
+            subj = B.subject
+            parts = [p if p[5] is not None else p[:5] + ([subj[r] for r in p[2].tolist()],) + p[6:] for p in parts]
+            own = True
+        if len(parts) == 1:
+            _, gi, vr, keys, texts, subjects, tags = parts[0]
+            gid = np.full(len(vr), gi, dtype=np.int64)
+        else:
+            order = np.argsort(np.concatenate([p[0] for p in parts]), kind="stable")
+            gid = np.concatenate([np.full(len(p[2]), p[1], dtype=np.int64) for p in parts])[order]
+            vr = np.concatenate([p[2] for p in parts])[order]
+            n = len(order)
+            pick = itemgetter(*order.tolist()) if n > 1 else (lambda xs: (xs[0],)) if n else (lambda xs: ())
+            keys, texts, tags = (list(pick(sum((p[k] for p in parts), []))) for k in (3, 4, 6))
+            subjects = list(pick(sum((p[5] for p in parts), []))) if own else None
+        st = self.stats  # counted last: a rendering that raised leaves the run to _rows
+        st.matched += matched
+        if skips:
+            st.skipped += len(skips)
+            _, f, r, exc = max(skips, key=lambda x: x[0])
+            st.last_skip = f"{f.rule.name} at seq {B.seq[r]}: event has no `{exc.path}`"
+        return rules, gid, vr, keys, texts, subjects if own else None, tags
+
+    def _put_run(self, b: pa.RecordBatch, B: ArrowBatch, out: tuple, wb: WriteBatch, closed, at: int | None) -> None:
+        """_put for every rendered version of a run (see _render_run), as one Arrow table."""
+        rules, gid, vrow, keys, texts, subjects, tags = out
+        if subjects is not None and (self.forgotten or self.purged):
+            # a rule naming a forgotten subject from another subject's event
+            forgotten, purged, was_purged = self.forgotten, self.purged, self._was_purged
+            ok = [not (s in forgotten or (purged and was_purged(s))) for s in subjects]
+            if not all(ok):
+                sel = [i for i, k in enumerate(ok) if k]
+                gid, vrow = gid[sel], vrow[sel]
+                keys, texts, subjects, tags = ([xs[i] for i in sel] for xs in (keys, texts, subjects, tags))
+        m = len(keys)
+        if not m:
+            return
+        try:
+            text_arr = pa.array(texts, pa.string())
+        except (UnicodeError, pa.ArrowException):  # seal_many decides in Python
+            text_arr = None
+        texts, metas, hashes, text_arr = seal_many(texts, text_arr)
+        # supersession: a version closes the current one of its key, unless it is late
+        vid0 = self.next_vid
+        self.next_vid += m
+        ts_np = b.column("time_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)[vrow]
+        pos_np = (b.column("seq").cast(pa.int64()).to_numpy(zero_copy_only=False)[vrow] if at is None
+                  else np.full(m, at, dtype=np.int64))
+        key_arr = pa.array(keys, pa.string())
+        to_seq = self._supersede(key_arr, ts_np, pos_np, vid0, wb)
+        # the new versions as a table
+        g = pa.array(gid)
+        take = lambda vals, typ: pa.array(vals, typ).take(g)  # noqa: E731
+        ttl = np.array([0 if f.ttl_us is None else f.ttl_us for f in rules], dtype=np.int64)[gid]
+        no_ttl = np.array([f.ttl_us is None for f in rules], dtype=bool)[gid]
+        offsets = pa.array(np.arange(m + 1, dtype=np.int32))
+        vr = pa.array(vrow)
+        if any(f.rule.tags for f in rules):
+            tag_arr = pa.array(tags, pa.list_(pa.string()))
+        else:
+            tag_arr = pa.ListArray.from_arrays(pa.array(np.zeros(m + 1, dtype=np.int32)), pa.array([], pa.string()),
+                                               type=pa.list_(pa.string()))
+        tbl = pa.Table.from_arrays([
+            pa.array(np.arange(vid0, vid0 + m, dtype=np.int64)),
+            key_arr,
+            pa.array(["upsert"], pa.string()).take(pa.array(np.zeros(m, dtype=np.int32))),
+            b.column("subject").take(vr).cast(pa.string()) if subjects is None else pa.array(subjects, pa.string()),
+            take([f.rule.kind for f in rules], pa.string()),
+            pa.array(texts, pa.string()) if text_arr is None else text_arr,
+            take([f.rule.priority for f in rules], pa.float64()),
+            take([f.rule.pinned for f in rules], pa.bool_()),
+            tag_arr,
+            pa.array(ts_np),
+            pa.array(ts_np + ttl, mask=no_ttl),
+            pa.array(hashes, pa.string()),
+            pa.array(pos_np),
+            to_seq,
+            pa.ListArray.from_arrays(offsets, b.column("seq").take(vr).cast(pa.int64()), type=pa.list_(pa.int64())),
+            pa.ListArray.from_arrays(offsets, b.column("id").take(vr).cast(pa.string()), type=pa.list_(pa.string())),
+            take([f.rule.name for f in rules], pa.string()),
+            pa.array(metas, pa.string()),
+        ], schema=ARROW_SCHEMA)
+        wb.new_table = tbl if wb.new_table is None else pa.concat_tables([wb.new_table, tbl])
+        self._lazy_rows.append((np.arange(vid0, vid0 + m, dtype=np.int64), tbl))
+        self._lazy_held += m
+        if self._lazy_held > max(self._LAZY_HELD, 3 * self._lazy_kept):
+            self._compact()  # let the rows of versions superseded since go
+
+    def _supersede(self, key_arr: pa.Array, ts: np.ndarray, pos: np.ndarray, vid0: int, wb: WriteBatch) -> pa.Array:
+        """The bookkeeping of _put for versions vid0, vid0+1, ... (in order) of keys `key_arr`,
+        valid times `ts`, at positions `pos`, done per key: a version whose time is older than
+        the newest time of its key so far is late (stored as [pos, pos), never current);
+        every other one closes the key's version current before it; the last one of a key
+        becomes current (left as its vid: see _cur). Returns the versions' to_seq."""
+        m = len(ts)
+        ov = self._ov
+        if ov is None:
+            ov = self._ov = _KeyState(fresh=not self.current and not self.last_time)
+        enc = key_arr.dictionary_encode()
+        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        ukeys = enc.dictionary.to_pylist()
+        uc = list(map(ov.code.get, ukeys))
+        if None in uc:  # keys new to the key state: their last time and current version
+            new = [i for i, c in enumerate(uc) if c is None]
+            keys = [ukeys[i] for i in new]
+            if ov.fresh:  # nothing was current when the key state began (nor since, but by it)
+                lts, vids = [_NO_TIME] * len(keys), [-1] * len(keys)
+            else:
+                lt_get, cur_get = self.last_time.get, self.current.get
+                lts = [lt_get(k, _NO_TIME) for k in keys]
+                vids = [-1 if c is None else c if type(c) is int else c.vid for c in map(cur_get, keys)]
+            for i, c in zip(new, ov.add_many(keys, lts, vids)):
+                uc[i] = c
+        ucodes = np.array(uc, dtype=np.int64)
+        pre_t = ov.lt[ucodes]
+        # versions grouped by key, in vid order inside a group
+        order = np.argsort(codes, kind="stable")
+        sc, st = codes[order], ts[order]
+        first = np.ones(m, dtype=bool)
+        first[1:] = sc[1:] != sc[:-1]
+        gnum = np.cumsum(first) - 1                        # group number of each sorted version
+        # late: older than the newest time before it in its group (or the key's last time):
+        # a running max per group, over ranks so that group numbers can be stacked above them
+        allt = np.concatenate([st, pre_t[sc[first]]])
+        G = int(gnum[-1]) + 1
+        lo, hi = int(st.min()), int(st.max())
+        if (hi - lo + 3) * (G + 1) < (1 << 62):  # the times themselves, shifted, fit under the groups
+            # (a last time older than every time here, or none, is below them all; a newer one
+            # above them all: clipped, they order the same)
+            rank = np.clip(allt, lo - 1, hi + 1) - (lo - 1)
+        else:
+            _, rank = np.unique(allt, return_inverse=True)
+            rank = rank.reshape(-1)
+        R = int(rank.max()) + 1
+        ext = np.empty(m + G, dtype=np.int64)             # each group: its last time, then its versions
+        at_v = np.arange(m) + gnum + 1
+        starts = np.flatnonzero(first)
+        at_g = starts + np.arange(G)
+        ext[at_v] = rank[:m]
+        ext[at_g] = rank[m:]
+        base = np.empty(m + G, dtype=np.int64)
+        base[at_v] = gnum * R
+        base[at_g] = np.arange(G, dtype=np.int64) * R
+        run_max = np.maximum.accumulate(ext + base) - base
+        late = rank[:m] < run_max[at_v - 1]
+        to_seq = np.zeros(m, dtype=np.int64)
+        has_to = np.zeros(m, dtype=bool)
+        lv = order[late]
+        to_seq[lv] = pos[lv]
+        has_to[lv] = True
+        # the versions that are not late, by group: each closes the one before it
+        ok = ~late
+        idx, g = order[ok], sc[ok]
+        if len(idx):
+            same_next = g[:-1] == g[1:]
+            closed_v, closer = idx[:-1][same_next], idx[1:][same_next]
+            to_seq[closed_v] = pos[closer]
+            has_to[closed_v] = True
+            gfirst = np.ones(len(g), dtype=bool)
+            gfirst[1:] = ~same_next
+            glast = np.ones(len(g), dtype=bool)
+            glast[:-1] = ~same_next
+            # the first of a group closes the key's current version (_close: wb.closes)
+            fc = ucodes[g[gfirst]]
+            pre_vid = ov.cur[fc]
+            has = pre_vid >= 0
+            wb.closes.update(zip(pre_vid[has].tolist(), pos[idx[gfirst]][has].tolist()))
+            # the last of a group is the key's newest time and current version
+            lc, li = ucodes[g[glast]], idx[glast]
+            ov.lt[lc] = ts[li]
+            ov.cur[lc] = li + vid0
+            ov.dirty[lc] = True
+        return pa.array(to_seq, mask=~has_to)
+
+    def _sync(self) -> None:
+        """Write what the columnar path keeps in its key state back to `current` (as vids:
+        see _cur) and `last_time`."""
+        ov = self._ov
+        if ov is None:
+            return
+        d = np.flatnonzero(ov.dirty[:ov.n])
+        if len(d):
+            keys = [ov.keys[i] for i in d.tolist()]
+            self.last_time.update(zip(keys, ov.lt[d].tolist()))
+            self.current.update(zip(keys, ov.cur[d].tolist()))
+            self._lazy.update(keys)
+            ov.dirty[d] = False
+
+    def _release(self) -> None:
+        """_sync, and drop the key state (the per-event path is about to change `current` or
+        `last_time`)."""
+        self._sync()
+        self._ov = None
+
+    def _cur(self, key: str) -> ItemVersion:
+        """current[key], made an ItemVersion if the columnar path left its vid there."""
+        v = self.current[key]
+        if type(v) is int:
+            v = self.current[key] = self._versions_of([v])[0]
+        return v  # type: ignore[return-value]
+
+    def _versions_of(self, vids: list[int]) -> list[ItemVersion]:
+        """The versions of `vids` from the rows the columnar path keeps (_lazy_rows), in order."""
+        want = np.array(vids, dtype=np.int64)
+        out: list = [None] * len(vids)
+        for i, tbl in self._rows_of(want):
+            for j, v in zip(i.tolist(), _versions(tbl)):
+                out[j] = v
+        return out
+
+    def _rows_of(self, want: np.ndarray) -> Iterator[tuple[np.ndarray, pa.Table]]:
+        """(indexes into `want`, their rows) for the vids `want` among the rows kept."""
+        for varr, tbl in self._lazy_rows:
+            at = np.minimum(np.searchsorted(varr, want), len(varr) - 1)
+            hit = varr[at] == want
+            if hit.any():
+                yield np.flatnonzero(hit), tbl.take(pa.array(at[hit]))
+
+    def _compact(self) -> None:
+        """Keep only the rows of versions still current as vids (the others were superseded):
+        those of the key state's changed keys, and of the keys written back before (_lazy; a
+        key written back and changed since keeps a row too many, which does no harm)."""
+        cur = self.current
+        live = {k: v for k in self._lazy if type(v := cur.get(k)) is int}
+        want = [np.fromiter(live.values(), dtype=np.int64, count=len(live))]
+        ov = self._ov
+        if ov is not None:
+            want.append(ov.cur[:ov.n][ov.dirty[:ov.n]])
+        want = np.unique(np.concatenate(want))
+        parts = [(want[i], tbl) for i, tbl in self._rows_of(want)]
+        if parts:
+            varr = np.concatenate([v for v, _ in parts])
+            order = np.argsort(varr, kind="stable")
+            tbl = pa.concat_tables([t for _, t in parts]).take(pa.array(order))
+            self._lazy_rows = [(varr[order], tbl)]
+        else:
+            self._lazy_rows = []
+        self._lazy = set(live)
+        self._lazy_held = self._lazy_kept = len(want)
+
+    def _materialise(self) -> None:
+        """Every current version an ItemVersion again (see _cur); the rows kept for them go."""
+        self._sync()
+        if self._lazy:
+            cur = self.current
+            keys = [k for k in self._lazy if type(cur.get(k)) is int]
+            for k, v in zip(keys, self._versions_of([cur[k] for k in keys])):
+                cur[k] = v
+        self._lazy = set()
+        self._lazy_rows = []
+        self._lazy_held = self._lazy_kept = 0
 
     def _system_event(self, row: dict, wb: WriteBatch, opened, closed, read_prefix) -> None:
         if row["type"] == DECISION_TYPE:
@@ -326,6 +739,7 @@ class Projector:
         if subject in self.forgotten:
             return
         self.forgotten[subject] = row["seq"]
+        self._materialise()
         for key in sorted(k for k, v in self.current.items() if v.subject == subject):
             self._close(self.current.pop(key), row["seq"], wb, closed)
         wb.meta["forgotten"] = msgspec.json.encode(self.forgotten).decode()
@@ -493,14 +907,16 @@ class Projector:
         if cur is not None:
             self._close(cur, pos, wb, closed)
 
-    def _close(self, v: ItemVersion, seq: int, wb: WriteBatch, closed: list) -> None:
+    def _close(self, v: "ItemVersion | int", seq: int, wb: WriteBatch, closed: list) -> None:
         # A version written in this same batch is closed before it is stored (vids are assigned
-        # in order, so its index in wb.new is its distance from the batch's first vid).
-        if v.vid >= wb.first_vid:
-            i = v.vid - wb.first_vid
+        # in order, so its index in wb.new is its distance from the batch's first vid). The
+        # columnar path sends every close as wb.closes, and may hand a current version's vid.
+        vid = v if type(v) is int else v.vid  # type: ignore[union-attr]
+        if vid >= wb.first_vid:
+            i = vid - wb.first_vid
             wb.new[i] = wb.new[i].closed(seq)
         else:
-            wb.closes[v.vid] = seq
+            wb.closes[vid] = seq
         closed.append(v)
 
     def _summarize(self, rule: Rule, group: str, key: str, pos: int, wb: WriteBatch, opened, closed) -> None:
@@ -512,7 +928,7 @@ class Projector:
             pending = pending + [key]
         if len(pending) >= s.every and s.llm:
             # An LLM summary: the parts stay in views until the recorded summary arrives.
-            parts = [self.current[k] for k in pending if k in self.current]
+            parts = [self._cur(k) for k in pending if k in self.current]
             if parts:
                 n += 1
                 self._request(wb, key=f"summary:{group}/{rule.name}/{n}", rule=f"{rule.name}:summary",
@@ -520,7 +936,7 @@ class Projector:
                               kind="summary", priority=s.priority, pinned=False, ttl_us=s.ttl_us, group=group)
             pending = []
         elif len(pending) >= s.every:
-            parts = [self.current[k] for k in pending if k in self.current]
+            parts = [self._cur(k) for k in pending if k in self.current]
             if parts:
                 n += 1
                 texts = [p.text for p in parts]
@@ -582,7 +998,7 @@ class Projector:
             return
         src = set(seqs)
         for k in parts:
-            cur = self.current.get(k)
+            cur = self._cur(k) if k in self.current else None
             # fold a part away only if the version summarized is still the current one
             if cur is not None and set(cur.lineage_seqs) <= src:
                 self._retract(k, {"seq": pos, "id": row["id"], "subject": cur.subject, "time_ts": time_us},
@@ -593,6 +1009,62 @@ class Projector:
         if self.llm_open.pop(key, None) is not None:
             wb.meta["llm_open"] = msgspec.json.encode(self.llm_open).decode()
 
+
+
+def _versions(tbl: pa.Table) -> list[ItemVersion]:
+    """The ItemVersions of rows of ARROW_SCHEMA (items.rows_to_versions, column by column)."""
+    tbl = tbl.combine_chunks()
+    cols: list[list] = []
+    for f in ARROW_SCHEMA:
+        col = tbl.column(f.name)
+        if pa.types.is_list(f.type):  # tuples, from the flat values (to_pylist of lists is slow)
+            arr = col.chunk(0) if col.num_chunks else pa.array([], f.type)
+            off = arr.offsets.to_numpy().tolist()       # (a null list is empty: rows_to_versions)
+            base = off[0]
+            vals = arr.values.slice(base, off[-1] - base).to_pylist()
+            cols.append([tuple(vals[a - base:b - base]) for a, b in zip(off, off[1:])])
+        else:
+            cols.append(col.to_pylist())
+    return [ItemVersion(*row) for row in zip(*cols)]
+
+
+class _KeyState:
+    """The columnar path's state of the keys it has seen (Projector._supersede): per key (by
+    code), its newest valid time (_NO_TIME: none), its current version's vid (-1: none) and
+    whether these changed since they were written back to the projector's dicts (_sync)."""
+
+    __slots__ = ("code", "keys", "lt", "cur", "dirty", "n", "fresh")
+
+    def __init__(self, fresh: bool) -> None:
+        self.fresh = fresh   # the projector's current and last_time were empty when it began
+        self.code: dict[str, int] = {}
+        self.keys: list[str] = []
+        self.n = 0
+        self.lt = np.empty(1024, dtype=np.int64)
+        self.cur = np.empty(1024, dtype=np.int64)
+        self.dirty = np.zeros(1024, dtype=bool)
+
+    def add_many(self, keys: list[str], last_times: list[int], vids: list[int]) -> range:
+        """Codes for new keys, with their last times and current vids."""
+        c, k = self.n, len(keys)
+        if c + k > len(self.lt):
+            grow = max(c + k, 2 * len(self.lt)) - len(self.lt)
+            self.lt = np.concatenate([self.lt, np.empty(grow, dtype=np.int64)])
+            self.cur = np.concatenate([self.cur, np.empty(grow, dtype=np.int64)])
+            self.dirty = np.concatenate([self.dirty, np.zeros(grow, dtype=bool)])
+        self.lt[c:c + k] = last_times
+        self.cur[c:c + k] = vids
+        self.code.update(zip(keys, range(c, c + k)))
+        self.keys.extend(keys)
+        self.n = c + k
+        return range(c, c + k)
+
+
+class _Discard(list):
+    """A list that keeps nothing (the opened/closed versions nobody asked for)."""
+
+    def append(self, _v: Any) -> None:
+        pass
 
 
 class _FastRules:

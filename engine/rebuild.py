@@ -9,6 +9,8 @@ old store in place and a stale `items.rebuild.duckdb` that the next rebuild repl
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -32,7 +34,7 @@ def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None]
     target = None if store.path is None or store.readonly else store.path / "items.rebuild.duckdb"
     proj = fresh_projector(store, target)
     fresh = proj.items
-    replay_into(proj, log, end, progress)
+    replay_into(proj, log, end, progress, keep_projector=False)
     seconds = time.perf_counter() - t0
     views.persist()
     before = views.items.digest()
@@ -70,18 +72,58 @@ def fresh_projector(store: "Store", target: "Path | None", purged: set[str] | No
                      purged=purged_stubs(store.log) if purged is None else purged)
 
 
+def prefetched(it: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """The items of `it`, read ahead by a thread (decompressing and decoding a segment releases
+    the GIL, so it overlaps the projection on another core). Errors are raised where they would
+    have been; closing the generator stops the thread."""
+    q: "queue.Queue[tuple[bool, Any]]" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for b in it:
+                while not stop.is_set():
+                    try:
+                        q.put((True, b), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((False, None))
+        except BaseException as exc:  # noqa: BLE001 (raised in the reading thread)
+            q.put((False, exc))
+
+    t = threading.Thread(target=work, name="ctxdb-replay-read", daemon=True)
+    t.start()
+    try:
+        while True:
+            ok, b = q.get()
+            if not ok:
+                if b is not None:
+                    raise b
+                return
+            yield b
+    finally:
+        stop.set()
+        t.join()
+
+
 def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], None] | None = None, *,
-                transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None) -> None:
+                transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+                keep_projector: bool = True) -> None:
     """Project events 1..end of `log` with `proj` (a fresh projector over a fresh item store,
     which nobody may read before this returns), reporting progress. `transform` maps every
-    batch read (the re-reads after a rules change too) before it is projected."""
+    batch read (the re-reads after a rules change too) before it is projected.
+    `keep_projector=False`: `proj` is thrown away afterwards (only its item store is used), so
+    its current versions need not be made ItemVersions (Projector.run(materialise=False))."""
     def read(to_seq: int) -> Iterator[pa.RecordBatch]:
         for b in log.read_batches(from_seq=1, to_seq=to_seq, columns=PROJECT_COLUMNS):
             yield b if transform is None else transform(b)
 
     def batches():
         done = 0
-        for b in read(end):
+        for b in prefetched(read(end)):
             done += b.num_rows
             if progress is not None:
                 progress(done, end)
@@ -89,5 +131,9 @@ def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], N
 
     # the store is fresh and read only when the replay is done: write it in bulk
     writer = BulkWriter(proj.items)
-    proj.run(batches(), end, lambda at: read(at - 1), deferred=writer)
+    try:
+        proj.run(batches(), end, lambda at: read(at - 1), deferred=writer, materialise=keep_projector)
+    except BaseException:
+        writer.abort()
+        raise
     writer.finish()

@@ -108,11 +108,38 @@ def _events(n: int, seed: int) -> list[dict]:
     return out
 
 
-def _project(log, python_rules, stub, *, fast: bool, bulk: bool, monkeypatch) -> tuple[str, dict]:
+def _project(log, python_rules, stub, *, fast: bool, bulk: bool, monkeypatch, stress: bool = False) -> tuple[str, dict]:
     with monkeypatch.context() as mp:
         if not fast:  # the per-event path, with redact() run on every text
             mp.setattr(Projector, "_fast_for", lambda self, t: None)
             mp.setattr(fastrules, "may_redact", lambda text: True)
+        if stress:  # the columnar path: current versions made ItemVersions after every run, and
+            # every third run's rendering raising (the run falls back to the per-event path)
+            mp.setattr(Projector, "_LAZY_HELD", 0)
+            render_run, calls = Projector._render_run, [0]
+
+            def flaky(self, *a):
+                calls[0] += 1
+                if calls[0] % 3 == 0:
+                    raise RuntimeError("flaky")
+                return render_run(self, *a)
+            mp.setattr(Projector, "_render_run", flaky)
+        put_run, runs = Projector._put_run, [0]
+        fallbacks: list[Exception] = []
+        if not stress:  # nothing in these events makes a rendering raise: no run falls back
+            def no_fallback(self, *a):
+                try:
+                    return render_run(self, *a)
+                except Exception as exc:
+                    fallbacks.append(exc)
+                    raise
+            render_run = Projector._render_run
+            mp.setattr(Projector, "_render_run", no_fallback)
+
+        def counted(self, *a):
+            runs[0] += 1
+            return put_run(self, *a)
+        mp.setattr(Projector, "_put_run", counted)
         items = ItemStore(None, atrest=log.atrest)
         proj = Projector(items, python_rules, stub_subject=stub, purged=purged_stubs(log))
         end = log.last_seq
@@ -124,9 +151,15 @@ def _project(log, python_rules, stub, *, fast: bool, bulk: bool, monkeypatch) ->
             w.finish()
         else:
             proj.run(batches, end, prefix)
+        # a replay into the bulk writer takes the columnar path (Projector._fast_run) for runs of
+        # fast rows; with the per-event path forced, or without the bulk writer, it never does
+        assert (runs[0] > 0) == (fast and bulk and not python_rules), runs
+        assert not fallbacks, fallbacks
         st = proj.stats
         out = items.digest(), {"matched": st.matched, "skipped": st.skipped, "last_skip": st.last_skip,
                                 "seq": proj.seq, "next_vid": proj.next_vid, "current": sorted(proj.current),
+                                "current_versions": [proj.current[k] for k in sorted(proj.current)],
+                                "last_time": sorted(proj.last_time.items()),
                                 "versions": items.count_versions(), "texts": sorted(v.text for v in items.current())}
         items.close()
         return out
@@ -166,9 +199,9 @@ def test_fast_path_equals_per_event_path(tmp_path: Path, monkeypatch, seed: int,
         live_digest = live.items.digest()
         args = (db.log, db._python_rules, db._salt.stub_subject)
         ref = _project(*args, fast=False, bulk=False, monkeypatch=monkeypatch)
-        for fast, bulk in ((True, False), (True, True), (False, True)):
-            got = _project(*args, fast=fast, bulk=bulk, monkeypatch=monkeypatch)
-            assert got == ref, (fast, bulk)
+        for fast, bulk, stress in ((True, False, False), (True, True, False), (False, True, False), (True, True, True)):
+            got = _project(*args, fast=fast, bulk=bulk, monkeypatch=monkeypatch, stress=stress)
+            assert got == ref, (fast, bulk, stress)
         assert ref[0] == live_digest
         assert ref[1]["skipped"] > 0 and ref[1]["versions"] > 100
         rep = db.rebuild()
@@ -246,3 +279,48 @@ def test_may_redact_never_misses_a_redaction() -> None:
         assert f == fastrules.may_redact(t)
         if not f:
             assert redact(t) == (t, ()), t
+
+
+@pytest.mark.parametrize("span", [1000, 1 << 61])  # times shifted under the groups, or ranked
+def test_supersede_matches_the_per_version_bookkeeping(span: int) -> None:
+    """Projector._supersede (the columnar path's bookkeeping, vectorised) against the rules of
+    _put applied version by version: late versions, closes, newest times and current vids."""
+    from ctxdb.items import WriteBatch
+    from ctxdb.projector import _NO_FIRST
+    import numpy as np
+
+    rnd = random.Random(span)
+    for trial in range(30):
+        proj = Projector(ItemStore(None))
+        keys = [f"k{i}" for i in range(rnd.randrange(1, 12))]
+        for k in keys:  # a state before the run: a last time (old, new, huge) and a current vid
+            if rnd.random() < 0.6:
+                proj.last_time[k] = rnd.choice([rnd.randrange(-span, span), -(1 << 62), (1 << 62)])
+            if rnd.random() < 0.5:
+                proj.current[k] = rnd.randrange(1, 1000)
+        last_time, current = dict(proj.last_time), dict(proj.current)
+        m = rnd.randrange(1, 60)
+        ks = [rnd.choice(keys) for _ in range(m)]
+        ts = np.array([rnd.randrange(-span, span) for _ in range(m)], dtype=np.int64)
+        pos = np.array(sorted(rnd.randrange(1, 10**6) for _ in range(m)), dtype=np.int64)
+        vid0 = 5000
+        wb = WriteBatch(to_seq=0, next_vid=vid0, first_vid=_NO_FIRST)
+        got = proj._supersede(pa.array(ks, pa.string()), ts, pos, vid0, wb).to_pylist()
+        proj._release()
+        want, closes = [None] * m, {}
+        newest: dict[str, int] = {}
+        for i, (k, t) in enumerate(zip(ks, ts.tolist())):
+            lt = last_time.get(k)
+            if lt is not None and t < lt:
+                want[i] = int(pos[i])
+                continue
+            last_time[k] = t
+            if k in newest:
+                want[newest[k]] = int(pos[i])
+            elif k in current:
+                closes[current[k]] = int(pos[i])
+            newest[k] = i
+            current[k] = vid0 + i
+        assert got == want, trial
+        assert wb.closes == closes, trial
+        assert proj.last_time == last_time and proj.current == current, trial
