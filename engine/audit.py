@@ -229,7 +229,8 @@ def replay_verify(store: "Store", progress: Callable[[int, int], None] | None = 
     log = store.log
     proj = Projector(scratch, store._python_rules, stub_subject=store._salt.stub_subject, purged=purged_stubs(log))
 
-    replay_into(proj, log, end, progress)
+    # receipts read the scratch store and the projector's policies, never its current versions
+    replay_into(proj, log, end, progress, keep_projector=False)
     views = Views(log, scratch, proj, live=False, semantic=live.semantic)
     receipts = [ev for ev in log.read(type=DECISION_TYPE, to_seq=end)]
     bad = []
