@@ -90,9 +90,13 @@ class Transaction:
         self.result = TxnResult()
         self._open = True
 
-    def add(self, batch: Batch) -> np.ndarray:
+    def add(self, batch: Batch, *, expect_more: int | None = None) -> np.ndarray:
         """Append a batch's new events; returns the seq of every input row (the existing seq for
-        a duplicate, including duplicates within the batch or the transaction)."""
+        a duplicate, including duplicates within the batch or the transaction).
+
+        `expect_more`: about how many more records the caller will add to this transaction after
+        this batch (an estimate; only a hint for the storage layout, e.g. whether frames that
+        will be sealed at commit are worth compressing)."""
         if not self._open:
             raise BadInput("the transaction is already finished")
         log = self.log
@@ -109,7 +113,11 @@ class Transaction:
                 enc = log.atrest.encrypt_table(part.table)
                 if enc is not part.table:
                     part = type(part)(enc, part.fp, part.lines, part.json_bytes)
-            log._write(part, first)
+            log._expect_end = None if expect_more is None else first + n_new + max(0, expect_more)
+            try:
+                log._write(part, first)
+            finally:
+                log._expect_end = None
             self._pending.add(fp[new], new_seqs)
             log._next_seq += n_new
             if self.result.first_seq is None:
@@ -178,6 +186,9 @@ class BaseLog:
         self._unpublished: list[tuple[int, list[Chunk]]] = []
         self._synced_token = -1
         self._chunks: list[Chunk] = []  # visible, committed, in seq order
+        #: while a batch is written: the seq the open transaction is expected to end before
+        #: (a hint from Transaction.add's expect_more), else None
+        self._expect_end: int | None = None
 
     # ---- storage hooks -------------------------------------------------------------------
     def _write(self, batch: Batch, first_seq: int) -> None:

@@ -242,13 +242,23 @@ class DiskLog(BaseLog):
         assert self._writer is not None
         if not self._txn_frames:
             self._txn_start_offset = self._writer.size
-        # Once the WAL holds a full segment's worth of events before this frame, the commit will
-        # seal this frame's events (all but a remainder the seal re-encodes compressed), so
-        # compressing them now would be thrown away: write the IPC stream as is (RAW).
+        # Events the commit will seal into Parquet are written as the IPC stream as is (RAW):
+        # compressing them would be work thrown away. With a hint of where the transaction will
+        # end, those are the frames before the last segment boundary it reaches (the remainder,
+        # carried over to the next WAL, is compressed now rather than re-encoded by the seal).
+        # Without one: every frame once the WAL holds a full segment's worth of events before it
+        # (the seal then re-encodes the RAW frames of the remainder compressed).
         ipc = batch.ipc if batch.ipc is not None and batch.ipc.size else None
         if ipc is None:
             ipc = ipc_stream(batch.table)
-        raw = first_seq >= self.manifest.last_seq + 1 + self.segment_events and ipc.size <= MAX_RAW_FRAME
+        base = self.manifest.last_seq + 1
+        end = first_seq + len(batch)
+        if self._expect_end is not None:
+            expect = max(end, self._expect_end)
+            raw = end <= base + (expect - base) // self.segment_events * self.segment_events
+        else:
+            raw = first_seq >= base + self.segment_events
+        raw = raw and ipc.size <= MAX_RAW_FRAME
         payload, raw_len = encode_payload(batch.table, raw=raw, ipc=ipc)
         flags = RAW if raw else 0
         head = frame_header(payload, raw_len, first_seq, len(batch), flags=flags, json_bytes=batch.json_bytes)
