@@ -26,7 +26,7 @@ import msgspec
 import zstandard
 
 from . import parallel
-from .codec import _DEC, Batch, build_batch
+from .codec import _DEC, Batch, build_batch, fast_batch
 from .errors import BadInput
 from .events import Envelope
 from .formats import ADAPTERS, FORMATS, detect
@@ -247,6 +247,22 @@ def decode_chunk(first: int, lines: list[bytes], adapter: Callable[[bytes], Enve
     return _Decoded(envs, nums, raws, first, nbytes)
 
 
+def lines_batch(first: int, lines: list[bytes], adapter: Callable[[bytes], Envelope], name: str,
+                default_source: str, skip: Callable[[int, str, bytes], None] | None,
+                nbytes: int | None = None) -> tuple[int, Batch | None]:
+    """(records, batch or None if there are none) of a chunk of lines: codec.fast_batch for
+    NDJSON in the usual form, else decode_chunk and to_batch (bad records, blank lines, other
+    formats and attributes; errors and rejects are theirs)."""
+    if nbytes is None:
+        nbytes = sum(map(len, lines)) + len(lines)
+    if adapter is ADAPTERS["ndjson"]:
+        batch = fast_batch(lines, default_source, nbytes)
+        if batch is not None:
+            return len(batch), batch
+    d = decode_chunk(first, lines, adapter, name, skip, nbytes)
+    return len(d.envs), (to_batch(d, name, default_source, skip) if d.envs else None)
+
+
 def to_batch(d: _Decoded, name: str, default_source: str,
              skip: Callable[[int, str, bytes], None] | None) -> Batch:
     try:
@@ -386,12 +402,12 @@ class Ingest:
                 after = _expect_more(seen, counter.n, size)  # records after this chunk, about
                 for off in range(0, len(lines), self.batch_events):
                     part = lines[off : off + self.batch_events]
-                    d = decode_chunk(first + off, part, adapter, name, skip)
-                    self.report.records += len(d.envs)
+                    records, batch = lines_batch(first + off, part, adapter, name, self.default_source, skip)
+                    self.report.records += records
                     self._bytes_done = base + counter.n
-                    if d.envs:
+                    if batch is not None:
                         more = None if after is None else after + max(0, len(lines) - off - len(part))
-                        yield to_batch(d, name, self.default_source, skip), more
+                        yield batch, more
             if not self.report.formats.get(name):
                 self.report.formats[name] = "empty"
             self.report.bytes_read += counter.n
@@ -440,10 +456,9 @@ class Ingest:
                     fmt = detect(next((x for x in lines if x.strip()), b"{}"))
                     self.report.formats[name] = fmt
                     adapter = ADAPTERS[fmt]
-                d = decode_chunk(first, lines, adapter, name, skip)
-                self.report.records += len(d.envs)
-                if d.envs:
-                    batch = to_batch(d, name, self.default_source, skip)
+                records, batch = lines_batch(first, lines, adapter, name, self.default_source, skip)
+                self.report.records += records
+                if batch is not None:
                     with self.log.transaction() as txn:
                         txn.add(batch)
                     self.report._took(txn.result)

@@ -71,7 +71,7 @@ class _Shipped:
 
 def _work(args: tuple) -> tuple[int, Batch | _Shipped | None, BadInput | None]:
     """(lines in the range, batch or None, error with a range-relative line)."""
-    from .ingest import decode_chunk, to_batch
+    from .ingest import lines_batch
     from .formats import ADAPTERS
 
     path, start, end, source, max_record, ship_to = args
@@ -89,8 +89,7 @@ def _work(args: tuple) -> tuple[int, Batch | _Shipped | None, BadInput | None]:
                     f"record is {len(line):,} bytes, over the {max_record:,}-byte limit", line=i + 1,
                     expected=f"records under {max_record:,} bytes (max_record_bytes)")
     try:
-        d = decode_chunk(1, lines, ADAPTERS["ndjson"], path, None, nbytes)
-        batch = to_batch(d, path, source, None) if d.envs else None
+        _, batch = lines_batch(1, lines, ADAPTERS["ndjson"], path, source, None, nbytes)
     except BadInput as exc:
         return len(lines), None, exc
     if batch is not None and ship_to is not None:
