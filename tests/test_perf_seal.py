@@ -145,3 +145,19 @@ def test_crash_inside_seal_loses_nothing(tmp_path, monkeypatch, fail_at):
         st = db.stats()
         assert st["segments"] == (0 if fail_at == "manifest" else 2)
         assert db.append(events(20)) == list(range(1, 21))
+
+
+def test_seq_is_delta_encoded_and_duckdb_reads_it(tmp_path):
+    import duckdb
+    import pyarrow.parquet as pq
+
+    with ctxdb.open(tmp_path / "s", segment_events=300) as db:
+        db.append(events(700))
+    files = sorted((tmp_path / "s" / "log").glob("seg-*.parquet"))
+    assert len(files) == 2
+    col = pq.ParquetFile(files[1]).metadata.row_group(0).column(0)
+    assert col.path_in_schema == "seq" and "DELTA_BINARY_PACKED" in col.encodings
+    got = duckdb.connect().execute(
+        f"SELECT min(seq), max(seq), sum(seq), count(*) FROM read_parquet('{tmp_path}/s/log/seg-*.parquet') WHERE seq > 250"
+    ).fetchone()
+    assert got == (251, 600, sum(range(251, 601)), 350)
