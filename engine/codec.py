@@ -383,7 +383,7 @@ def _parse_times(arr: pa.Array, times: list[str] | None) -> pa.Array:
 
 #: lines decoded at a time by fast_batch: their objects are turned into Arrow columns while they
 #: are still in the CPU cache, and freed before the next block (so their memory is reused)
-FAST_BLOCK = 2048
+FAST_BLOCK = 1024
 _STRING = pa.string()
 
 
