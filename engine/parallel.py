@@ -15,9 +15,12 @@ removed by the next parallel ingest.
 """
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -160,6 +163,85 @@ def _sweep(d: str) -> None:
             continue
 
 
+# ---- the forkserver ---------------------------------------------------------------------------
+# Workers are forked by a forkserver that imports what they need once. Importing `ctxdb.parallel`
+# the usual way runs the package's __init__, which imports the whole store (DuckDB, views, ...):
+# ~0.4 s of CPU that a decode worker never uses. So the forkserver first imports a small boot
+# module (written to a private temp dir, on its PYTHONPATH) that registers the package without running __init__
+# (it runs on first use of a package attribute that is not a submodule), then imports the
+# parent's main script once (as multiprocessing would in every worker, whose copy is then
+# reused), then the ingest modules.
+_BOOT = "_ctxdb_forkserver_boot"
+_BOOT_SRC = """\
+# Written by ctxdb.parallel for its forkserver (see there).
+import importlib, importlib.util, os, sys
+
+def _install(name, init, main_path):
+    if name not in sys.modules:
+        here = os.path.dirname(init)
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[here])
+        mod = importlib.util.module_from_spec(spec)
+
+        def __getattr__(attr):
+            if not attr.startswith("__") and (os.path.exists(os.path.join(here, attr + ".py"))
+                                              or os.path.isdir(os.path.join(here, attr))):
+                return importlib.import_module(name + "." + attr)
+            mod.__dict__.pop("__getattr__", None)  # first real use: run __init__ now
+            spec.loader.exec_module(mod)
+            return getattr(mod, attr)
+
+        mod.__getattr__ = __getattr__
+        sys.modules[name] = mod
+    if main_path:
+        from multiprocessing import process, spawn
+        process.current_process()._inheriting = True
+        try:
+            spawn.import_main_path(main_path)
+        finally:
+            del process.current_process()._inheriting
+
+_install(%r, %r, %r)
+"""
+_boot_lock = threading.Lock()
+
+
+def _start_forkserver(ctx) -> None:
+    """Start the forkserver (if this process has none yet) with the light preload; falls back
+    to importing ctxdb.parallel the usual way if the boot module cannot be written."""
+    import multiprocessing.forkserver as fs
+    from multiprocessing import spawn
+
+    pkg = __name__.rpartition(".")[0]
+    mods = [__name__, pkg + ".ingest", pkg + ".formats"]
+    with _boot_lock:
+        if getattr(fs._forkserver, "_forkserver_pid", None) is not None:
+            fs.ensure_running()  # running (or restarted with the preload it was given)
+            return
+        main_path = spawn.get_preparation_data("ctxdb").get("init_main_from_path")
+        try:
+            d = tempfile.mkdtemp(prefix="ctxdb-boot-")
+            with open(os.path.join(d, _BOOT + ".py"), "w") as f:
+                f.write(_BOOT_SRC % (pkg, os.path.join(os.path.dirname(__file__), "__init__.py"), main_path))
+        except OSError:
+            ctx.set_forkserver_preload(mods)
+            fs.ensure_running()
+            return
+        atexit.register(shutil.rmtree, d, True)
+        ctx.set_forkserver_preload([_BOOT, *mods])
+        # The forkserver's sys.path is its interpreter's default (3.11 ignores the sys_path it is
+        # given): put the boot module's dir on its PYTHONPATH. If it cannot import it (e.g. -E),
+        # it imports ctxdb.parallel the usual way.
+        old = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = d if not old else d + os.pathsep + old
+        try:
+            fs.ensure_running()
+        finally:
+            if old is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = old
+
+
 def plan(path: str, size: int, max_record: int) -> list[tuple[int, int]] | None:
     step = int(os.environ.get("CTXDB_PARALLEL_RANGE_BYTES") or RANGE_BYTES)
     return ranges(path, size, step, max_record)
@@ -177,7 +259,6 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
     started instead of waiting."""
     workers = workers or max(2, os.cpu_count() or 2)
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
     ship = _ship_dir() if len(spans) > 1 else None
     tag = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
     jobs = [(path, a, b, source, max_record, None if ship is None else os.path.join(ship, f"{tag}-{i}"))
@@ -201,10 +282,14 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
                     futures[nxt] = pool.submit(_work, jobs[nxt])
                     nxt += 1
 
-            # Starting a worker blocks until the forkserver has imported ctxdb: submit the ranges
-            # after the head from a thread while this one decodes the head (and its batches are
-            # written).
-            starter = threading.Thread(target=fill, daemon=True)
+            # Starting a worker blocks until the forkserver has imported ctxdb: start it and
+            # submit the ranges after the head from a thread while this one decodes the head
+            # (and its batches are written).
+            def start() -> None:
+                _start_forkserver(ctx)
+                fill()
+
+            starter = threading.Thread(target=start, daemon=True)
             starter.start()
             try:
                 for i in range(len(jobs)):
