@@ -201,12 +201,21 @@ class KeyIndex:
         if not self._runs or not len(fp):
             return out
         order = np.argsort(fp[:, 0])
-        qhi, qlo = fp[order, 0], fp[order, 1]
-        found = np.full(len(fp), -1, dtype=np.int64)
+        out[order] = self.lookup_sorted(fp[order, 0], fp[order, 1])
+        return out
+
+    def lookup_sorted(self, qhi: np.ndarray, qlo: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """lookup() of keys given as high and low halves sorted by the high half; fills `out`
+        (where it is -1) when given."""
+        found = np.full(len(qhi), -1, dtype=np.int64) if out is None else out
         for run in self._runs:
             run.lookup(qhi, qlo, found)
-        out[order] = found
-        return out
+        return found
+
+    def add_sorted(self, hi: np.ndarray, lo: np.ndarray, seqs: np.ndarray) -> None:
+        """add() of keys already sorted by their high half."""
+        if len(hi):
+            self._push(_Run(np.ascontiguousarray(hi), np.ascontiguousarray(lo), np.asarray(seqs, np.int64)))
 
     def export(self, first_seq: int = 0, last_seq: int = 2**62) -> np.ndarray:
         """Entries with first_seq <= seq <= last_seq as an (n, 3) uint64 array (hi, lo, seq),

@@ -101,8 +101,17 @@ class Transaction:
             raise BadInput("the transaction is already finished")
         log = self.log
         fp = batch.fp
-        seqs = np.maximum(log._keys.lookup(fp), self._pending.lookup(fp))
-        new = (seqs < 0) & first_occurrences(fp)
+        # One sort of the batch's keys serves the lookups (committed and pending), the check for
+        # duplicates within the batch and the run the new keys are added as.
+        order = np.argsort(fp[:, 0])
+        shi, slo = fp[order, 0], fp[order, 1]
+        found = log._keys.lookup_sorted(shi, slo)
+        self._pending.lookup_sorted(shi, slo, found)
+        seqs = np.empty(len(fp), dtype=np.int64)
+        seqs[order] = found
+        new = seqs < 0
+        if len(shi) > 1 and (shi[1:] == shi[:-1]).any():  # maybe repeated within the batch
+            new &= first_occurrences(fp)
         n_new = int(new.sum())
         if n_new:
             first = log._next_seq
@@ -118,7 +127,8 @@ class Transaction:
                 log._write(part, first)
             finally:
                 log._expect_end = None
-            self._pending.add(fp[new], new_seqs)
+            in_order = new[order]
+            self._pending.add_sorted(shi[in_order], slo[in_order], seqs[order][in_order])
             log._next_seq += n_new
             if self.result.first_seq is None:
                 self.result.first_seq = first
