@@ -384,6 +384,7 @@ def _parse_times(arr: pa.Array, times: list[str] | None) -> pa.Array:
 #: lines decoded at a time by fast_batch: their objects are turned into Arrow columns while they
 #: are still in the CPU cache, and freed before the next block (so their memory is reused)
 FAST_BLOCK = 1024
+FAST_BUFFER_BLOCK = 128 << 10
 _STRING = pa.string()
 
 
@@ -393,20 +394,50 @@ def fast_batch(lines: Sequence[bytes], default_source: str = "", json_bytes: int
     anything else (meta or extension attributes, a missing id, any bad record, blank lines,
     small batches): the caller then takes the general path (decode_line/build_batch), which
     gives the same batch or the error with its line and field."""
-    global _skip_fast
     n = len(lines)
-    if n < SMALL_BATCH:
-        return None
-    if _skip_fast:
-        _skip_fast -= 1
+    if n < SMALL_BATCH or not _try_fast():
         return None
     dec = _LEAN.decode
+    return _fast(((list(map(dec, lines[k : k + FAST_BLOCK])) for k in range(0, n, FAST_BLOCK))), n,
+                 default_source, json_bytes)
+
+
+def fast_batch_buffer(data: bytes, lines: int, default_source: str = "", json_bytes: int = 0) -> Batch | None:
+    """fast_batch of `lines` whole NDJSON lines in one buffer (newline-terminated but maybe the
+    last), decoded FAST_BUFFER_BLOCK bytes at a time without first splitting them into lines."""
+    if lines < SMALL_BATCH or not _try_fast():
+        return None
+    return _fast(_buffer_blocks(data), lines, default_source, json_bytes)
+
+
+def _buffer_blocks(data: bytes):
+    mv = memoryview(data)
+    size, a = len(data), 0
+    dec = _LEAN.decode_lines
+    while a < size:
+        b = size if a + FAST_BUFFER_BLOCK >= size else data.rfind(b"\n", a, a + FAST_BUFFER_BLOCK) + 1
+        if b <= a:  # a line longer than a block
+            b = data.find(b"\n", a + FAST_BUFFER_BLOCK) + 1 or size
+        yield dec(mv[a:b])
+        a = b
+
+
+def _try_fast() -> bool:
+    global _skip_fast
+    if _skip_fast:
+        _skip_fast -= 1
+        return False
+    return True
+
+
+def _fast(blocks, n: int, default_source: str, json_bytes: int) -> Batch | None:
+    """The batch of `n` records decoded as blocks of LeanEnvelopes (None: take the general path)."""
+    global _skip_fast
     cols: list[list[pa.Array]] = [[], [], [], [], []]
     datas: list[bytes] = []
     lens: list[int] = []
     try:
-        for k in range(0, n, FAST_BLOCK):
-            envs = list(map(dec, lines[k : k + FAST_BLOCK]))
+        for envs in blocks:
             for out, vals in zip(cols, ([e.id for e in envs], [e.source for e in envs], [e.type for e in envs],
                                         [e.subject for e in envs], [e.time for e in envs])):
                 out.append(pa.array(vals, _STRING))
@@ -417,6 +448,8 @@ def fast_batch(lines: Sequence[bytes], default_source: str = "", json_bytes: int
         _skip_fast = SKIP_AFTER_MISS  # meta/extension attributes (or a bad field): likely in the next batches too
         return None
     except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    if len(lens) != n:  # blank lines (skipped by decode_lines; the general path numbers them)
         return None
     id_arr, src_arr, type_arr, subject_arr, time_arr = (
         c[0] if len(c) == 1 else pa.concat_arrays(c) for c in cols)

@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from .codec import Batch
+from .codec import Batch, fast_batch_buffer
 from .errors import BadInput
 
 MIN_BYTES = 64 << 20  # below this, process start-up costs more than it saves
@@ -81,25 +81,31 @@ def _work(args: tuple) -> tuple[int, Batch | _Shipped | None, BadInput | None]:
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    nbytes = len(data) + (0 if not data or data.endswith(b"\n") else 1)
-    if len(data) > max_record and lines and max(map(len, lines)) > max_record:
-        for i, line in enumerate(lines):
-            if len(line) > max_record:
-                return len(lines), None, BadInput(
-                    f"record is {len(line):,} bytes, over the {max_record:,}-byte limit", line=i + 1,
-                    expected=f"records under {max_record:,} bytes (max_record_bytes)")
-    try:
-        _, batch = lines_batch(1, lines, ADAPTERS["ndjson"], path, source, None, nbytes)
-    except BadInput as exc:
-        return len(lines), None, exc
+    ends_nl = not data or data.endswith(b"\n")
+    n_lines = data.count(b"\n") + (0 if ends_nl else 1)
+    nbytes = len(data) + (0 if ends_nl else 1)
+    batch = None
+    if len(data) <= max_record:  # no line can be over the limit: try the buffer as it is
+        batch = fast_batch_buffer(data, n_lines, source, nbytes)
+    if batch is None:
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        if len(data) > max_record and lines and max(map(len, lines)) > max_record:
+            for i, line in enumerate(lines):
+                if len(line) > max_record:
+                    return n_lines, None, BadInput(
+                        f"record is {len(line):,} bytes, over the {max_record:,}-byte limit", line=i + 1,
+                        expected=f"records under {max_record:,} bytes (max_record_bytes)")
+        try:
+            _, batch = lines_batch(1, lines, ADAPTERS["ndjson"], path, source, None, nbytes)
+        except BadInput as exc:
+            return n_lines, None, exc
     if batch is not None and ship_to is not None:
         shipped = _ship(batch, ship_to)
         if shipped is not None:
-            return len(lines), shipped, None
-    return len(lines), batch, None
+            return n_lines, shipped, None
+    return n_lines, batch, None
 
 
 def _ship(batch: Batch, path: str) -> _Shipped | None:

@@ -126,3 +126,36 @@ def test_times_arrow_cannot_cast_are_parsed_as_on_the_general_path(t):
 
 def test_small_batches_take_the_general_path():
     assert fast_batch(_lines(events(codec.SMALL_BATCH - 1))) is None
+
+
+def _buffer(lines, tail_nl=True) -> bytes:
+    return b"\n".join(lines) + (b"\n" if tail_nl else b"")
+
+
+@pytest.mark.parametrize("block", [64, 1000, 128 << 10])
+@pytest.mark.parametrize("tail_nl", [True, False])
+def test_buffer_gives_the_same_batch(monkeypatch, block, tail_nl):
+    monkeypatch.setattr(codec, "FAST_BUFFER_BLOCK", block)  # blocks shorter than a line, too
+    lines = _lines(_varied(300))
+    lines[7] = lines[7].replace(b'"data": ', b'"data": ' + b" " * 3000)  # a line over several blocks
+    got = codec.fast_batch_buffer(_buffer(lines, tail_nl), len(lines), "dflt", 123)
+    assert got is not None and len(got) == 300
+    want = to_batch(decode_chunk(1, lines, ADAPTERS["ndjson"], "f", None, 123), "f", "dflt", None)
+    _same(got, want)
+
+
+def test_buffer_with_crlf_line_ends():
+    lines = _lines(events(40))
+    buf = b"\r\n".join(lines) + b"\r\n"
+    got = codec.fast_batch_buffer(buf, 40, "", len(buf))
+    assert got is not None
+    _same(got, _general([x + b"\r" for x in lines]))
+
+
+@pytest.mark.parametrize("bad", [b"", b"   ", b"{not json", b"[1]", b'{"id":"x","type":"t","subject":"s","time":"2026-11-01T00:00:00Z","data":"\xff"}'])
+def test_buffer_with_blank_or_bad_lines_takes_the_general_path(bad):
+    lines = _lines(events(40))
+    lines[20] = bad
+    assert codec.fast_batch_buffer(_buffer(lines), 40) is None
+    lines.append(b"")  # a blank last line
+    assert codec.fast_batch_buffer(_buffer(_lines(events(40)) + [b""]), 41) is None
