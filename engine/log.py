@@ -156,8 +156,7 @@ class Transaction:
             self.result.recorded_at = utc_from_micros(recorded)
         finally:
             log._end()
-        log._sync_to(token)
-        log._maybe_seal()
+        log._sync_and_seal(token)
         return self.result
 
     def rollback(self) -> None:
@@ -216,6 +215,11 @@ class BaseLog:
 
     def _maybe_seal(self) -> None:
         pass
+
+    def _sync_and_seal(self, token: int) -> None:
+        """After a commit: make it durable (and visible), then seal if the backend does."""
+        self._sync_to(token)
+        self._maybe_seal()
 
     # ---- transactions --------------------------------------------------------------------
     def _begin(self) -> None:

@@ -39,6 +39,12 @@ def _flags(path: Path, first: int) -> list[tuple[int, int, int]]:
     return [(f.first_seq, f.count, f.flags & RAW) for f in scan(_wal(path), first).committed]
 
 
+def _no_seal(monkeypatch) -> None:
+    """Commits only make themselves durable: no seal (as if the process died right after)."""
+    monkeypatch.setattr(DiskLog, "_maybe_seal", lambda self: None)
+    monkeypatch.setattr(DiskLog, "_sync_and_seal", lambda self, token: self._sync_to(token))
+
+
 def _rows(db) -> list:
     return [(e.seq, e.id, e.source, e.type, e.subject, e.time, e.data, e.meta, e.ext) for e in db.read()]
 
@@ -46,7 +52,7 @@ def _rows(db) -> list:
 def test_frames_past_a_segment_are_raw_and_the_seal_leaves_none(tmp_path, monkeypatch):
     path = tmp_path / "s"
     log = DiskLog(path, segment_events=SEG)
-    monkeypatch.setattr(DiskLog, "_maybe_seal", lambda self: None)
+    _no_seal(monkeypatch)
     _big_txn(log)  # seqs 1..30 in frames of 6: frames starting at seq >= 11 are RAW
     assert _flags(path, 1) == [(1, 6, 0), (7, 6, 0), (13, 6, RAW), (19, 6, RAW), (25, 6, RAW)]
     monkeypatch.undo()
@@ -78,7 +84,7 @@ def test_seal_re_encodes_raw_frames_it_carries_over(tmp_path):
 def test_crash_after_commit_before_seal_keeps_raw_frames_readable(tmp_path, monkeypatch):
     path = tmp_path / "s"
     log = DiskLog(path, segment_events=SEG)
-    monkeypatch.setattr(DiskLog, "_maybe_seal", lambda self: None)  # the process dies after the fsync
+    _no_seal(monkeypatch)  # the process dies after the fsync
     _big_txn(log)
     want = _rows(ctxdb.Store(log))
     log._writer = None
@@ -97,7 +103,7 @@ def test_crash_after_commit_before_seal_keeps_raw_frames_readable(tmp_path, monk
 def test_damaged_raw_frame_is_detected(tmp_path, monkeypatch):
     path = tmp_path / "s"
     log = DiskLog(path, segment_events=SEG)
-    monkeypatch.setattr(DiskLog, "_maybe_seal", lambda self: None)
+    _no_seal(monkeypatch)
     _big_txn(log)
     log.close()
     monkeypatch.undo()
@@ -117,7 +123,7 @@ def test_torn_raw_frame_at_the_tail_is_truncated(tmp_path):
     log = DiskLog(path, segment_events=1000)
     log.append_batch(_batch(5, 0))
     log.segment_events = 3  # the next frame starts past a segment's worth: RAW
-    log._maybe_seal = lambda: None
+    log._sync_and_seal = log._sync_to  # no seal
     log.append_batch(_batch(5, 5))
     log.close()
     frames = scan(_wal(path), 1).committed
@@ -135,7 +141,7 @@ def test_frames_over_the_raw_limit_are_compressed(tmp_path, monkeypatch):
     path = tmp_path / "s"
     log = DiskLog(path, segment_events=SEG)
     monkeypatch.setattr(log_disk, "MAX_RAW_FRAME", 100)  # every frame is over it
-    monkeypatch.setattr(DiskLog, "_maybe_seal", lambda self: None)
+    _no_seal(monkeypatch)
     _big_txn(log)
     assert all(not raw for _, _, raw in _flags(path, 1))
     log.close()
@@ -153,7 +159,7 @@ def test_with_a_size_hint_only_frames_that_will_be_sealed_are_raw(tmp_path, monk
     # compressed as they are written (nothing for the seal to re-encode but the straddler's tail)
     path = tmp_path / "s"
     log = DiskLog(path, segment_events=SEG)
-    monkeypatch.setattr(DiskLog, "_maybe_seal", lambda self: None)
+    _no_seal(monkeypatch)
     _hinted_txn(log, frames=4, size=7, expect_total=28)
     assert _flags(path, 1) == [(1, 7, RAW), (8, 7, RAW), (15, 7, 0), (22, 7, 0)]
     monkeypatch.undo()
