@@ -182,7 +182,7 @@ _BOOT_SRC = """\
 # Written by ctxdb.parallel for its forkserver (see there).
 import importlib, importlib.util, os, sys
 
-def _install(name, init, main_path):
+def _install(name, init, main_path, main_name):
     if name not in sys.modules:
         here = os.path.dirname(init)
         spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[here])
@@ -198,15 +198,18 @@ def _install(name, init, main_path):
 
         mod.__getattr__ = __getattr__
         sys.modules[name] = mod
-    if main_path:
+    if main_path or main_name:
         from multiprocessing import process, spawn
         process.current_process()._inheriting = True
         try:
-            spawn.import_main_path(main_path)
+            if main_path:
+                spawn.import_main_path(main_path)
+            else:
+                spawn._fixup_main_from_name(main_name)
         finally:
             del process.current_process()._inheriting
 
-_install(%r, %r, %r)
+_install(%r, %r, %r, %r)
 """
 _boot_lock = threading.Lock()
 
@@ -223,11 +226,12 @@ def _start_forkserver(ctx) -> None:
         if getattr(fs._forkserver, "_forkserver_pid", None) is not None:
             fs.ensure_running()  # running (or restarted with the preload it was given)
             return
-        main_path = spawn.get_preparation_data("ctxdb").get("init_main_from_path")
+        prep = spawn.get_preparation_data("ctxdb")
+        main_path, main_name = prep.get("init_main_from_path"), prep.get("init_main_from_name")
         try:
             d = tempfile.mkdtemp(prefix="ctxdb-boot-")
             with open(os.path.join(d, _BOOT + ".py"), "w") as f:
-                f.write(_BOOT_SRC % (pkg, os.path.join(os.path.dirname(__file__), "__init__.py"), main_path))
+                f.write(_BOOT_SRC % (pkg, os.path.join(os.path.dirname(__file__), "__init__.py"), main_path, main_name))
         except OSError:
             ctx.set_forkserver_preload(mods)
             fs.ensure_running()
