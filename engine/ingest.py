@@ -14,6 +14,7 @@ import gzip
 import io
 import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ import msgspec
 import zstandard
 
 from . import parallel
-from .codec import _DEC, Batch, build_batch
+from .codec import _DEC, Batch, build_batch, fast_batch
 from .errors import BadInput
 from .events import Envelope
 from .formats import ADAPTERS, FORMATS, detect
@@ -246,6 +247,22 @@ def decode_chunk(first: int, lines: list[bytes], adapter: Callable[[bytes], Enve
     return _Decoded(envs, nums, raws, first, nbytes)
 
 
+def lines_batch(first: int, lines: list[bytes], adapter: Callable[[bytes], Envelope], name: str,
+                default_source: str, skip: Callable[[int, str, bytes], None] | None,
+                nbytes: int | None = None) -> tuple[int, Batch | None]:
+    """(records, batch or None if there are none) of a chunk of lines: codec.fast_batch for
+    NDJSON in the usual form, else decode_chunk and to_batch (bad records, blank lines, other
+    formats and attributes; errors and rejects are theirs)."""
+    if nbytes is None:
+        nbytes = sum(map(len, lines)) + len(lines)
+    if adapter is ADAPTERS["ndjson"]:
+        batch = fast_batch(lines, default_source, nbytes)
+        if batch is not None:
+            return len(batch), batch
+    d = decode_chunk(first, lines, adapter, name, skip, nbytes)
+    return len(d.envs), (to_batch(d, name, default_source, skip) if d.envs else None)
+
+
 def to_batch(d: _Decoded, name: str, default_source: str,
              skip: Callable[[int, str, bytes], None] | None) -> Batch:
     try:
@@ -302,8 +319,8 @@ class Ingest:
                 with self.log.transaction() as txn:
                     with _Writer(txn) as writer:
                         for src in sources:
-                            for batch in self._batches(src):
-                                writer.put(batch)
+                            for batch, more in self._batches(src):
+                                writer.put(batch, more)
                                 self._tick()
                 self.report._took(txn.result)
         finally:
@@ -334,22 +351,24 @@ class Ingest:
             return None
         return parallel.plan(path, size, self.max_record)
 
-    def _parallel_batches(self, path: str, spans: list[tuple[int, int]]) -> Iterator[Batch]:
+    def _parallel_batches(self, path: str, spans: list[tuple[int, int]]) -> Iterator[tuple[Batch, int | None]]:
         self.report.files.append(path)
         self.report.formats[path] = "ndjson"
         size = os.path.getsize(path)
         base = self._bytes_done
-        done = 0
+        done = seen = 0
         for batch, _lines in parallel.batches(path, spans, self.default_source, self.max_record):
             if batch is not None:
                 self.report.records += len(batch)
+                seen += len(batch)
                 done += batch.json_bytes
                 self._bytes_done = base + min(done, size)
-                yield batch
+                yield batch, _expect_more(seen, done, size)
         self.report.bytes_read += size
         self._bytes_done = base + size
 
-    def _batches(self, src) -> Iterator[Batch]:
+    def _batches(self, src) -> Iterator[tuple[Batch, int | None]]:
+        """(batch, about how many more records this source holds after it, or None)."""
         spans = self._parallel_plan(src)
         if spans is not None:
             yield from self._parallel_batches(str(src), spans)
@@ -359,6 +378,8 @@ class Ingest:
         skip = self._skipper(name)
         adapter = None
         base = self._bytes_done
+        size = _file_size(src)
+        seen = 0
 
         def too_long(line: int, size: int) -> None:
             err = BadInput(f"record is {size:,} bytes, over the {self.max_record:,}-byte limit",
@@ -377,13 +398,16 @@ class Ingest:
                         fmt = detect(next((x for x in lines if x.strip()), b"{}"))
                     self.report.formats[name] = fmt
                     adapter = ADAPTERS[fmt]
+                seen += len(lines)
+                after = _expect_more(seen, counter.n, size)  # records after this chunk, about
                 for off in range(0, len(lines), self.batch_events):
                     part = lines[off : off + self.batch_events]
-                    d = decode_chunk(first + off, part, adapter, name, skip)
-                    self.report.records += len(d.envs)
+                    records, batch = lines_batch(first + off, part, adapter, name, self.default_source, skip)
+                    self.report.records += records
                     self._bytes_done = base + counter.n
-                    if d.envs:
-                        yield to_batch(d, name, self.default_source, skip)
+                    if batch is not None:
+                        more = None if after is None else after + max(0, len(lines) - off - len(part))
+                        yield batch, more
             if not self.report.formats.get(name):
                 self.report.formats[name] = "empty"
             self.report.bytes_read += counter.n
@@ -432,10 +456,9 @@ class Ingest:
                     fmt = detect(next((x for x in lines if x.strip()), b"{}"))
                     self.report.formats[name] = fmt
                     adapter = ADAPTERS[fmt]
-                d = decode_chunk(first, lines, adapter, name, skip)
-                self.report.records += len(d.envs)
-                if d.envs:
-                    batch = to_batch(d, name, self.default_source, skip)
+                records, batch = lines_batch(first, lines, adapter, name, self.default_source, skip)
+                self.report.records += records
+                if batch is not None:
                     with self.log.transaction() as txn:
                         txn.add(batch)
                     self.report._took(txn.result)
@@ -480,6 +503,24 @@ def _split_document(doc: bytes, name: str) -> Iterator[tuple[int, list[bytes]]]:
         yield 1, [bytes(parsed)]
 
 
+def _file_size(src) -> int | None:
+    """The size of a regular file given by path (None for pipes, stdin and streams)."""
+    if isinstance(src, (str, os.PathLike)) and str(src) != "-":
+        try:
+            st = os.stat(src)
+        except OSError:
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+    return None
+
+
+def _expect_more(records: int, done: int, size: int | None) -> int | None:
+    """About how many records follow, from the records in the `done` bytes read of `size`."""
+    if not size or not done or not records:
+        return None
+    return max(0, round(records * (size - done) / done))
+
+
 class _Writer:
     """Adds batches to a transaction on a second thread, so compression, checksums and writes
     (which release the GIL) overlap with decoding the next batch. Errors surface in put()/exit."""
@@ -493,19 +534,19 @@ class _Writer:
 
     def _run(self) -> None:
         while True:
-            batch = self.q.get()
-            if batch is None:
+            item = self.q.get()
+            if item is None:
                 return
             if self.error is None:
                 try:
-                    self.txn.add(batch)
+                    self.txn.add(item[0], expect_more=item[1])
                 except BaseException as exc:  # re-raised on the caller's thread
                     self.error = exc
 
-    def put(self, batch: Batch) -> None:
+    def put(self, batch: Batch, expect_more: int | None = None) -> None:
         if self.error is not None:
             raise self.error
-        self.q.put(batch)
+        self.q.put((batch, expect_more))
 
     def __enter__(self) -> "_Writer":
         return self

@@ -58,31 +58,41 @@ def fingerprints(sources: pa.Array, ids: pa.Array) -> np.ndarray:
         padded[: hi - lo] = np.frombuffer(bufs[2], dtype=np.uint8, count=hi - lo, offset=lo)
     win = np.ndarray(shape=(hi - lo + 1,), dtype="<u8", buffer=padded.data, strides=(1,))
     maxlen = int(lens.max())
-    width = max(8, (min(maxlen, _LONG) + 7) // 8 * 8)
-    ul = lens.astype(np.uint64)
+    # Keys in order of decreasing word count (capped at _LONG bytes: longer keys get BLAKE2b
+    # below), so the keys that still have a j-th word are a prefix of that order: each round
+    # works on contiguous slices, and only its tail (keys whose last word this is) needs the
+    # bytes past the end masked off.
+    words = np.minimum((lens + 7) >> 3, _LONG // 8).astype(np.int8)
+    order = np.argsort(-words, kind="stable")
+    s_starts = starts[order]
+    s_lens = lens[order]
+    counts = np.bincount(words, minlength=_LONG // 8 + 1)
+    more = n - np.cumsum(counts)  # more[j]: keys with more than j words
+    ul = s_lens.astype(np.uint64)
     h1 = ul * _M1 + _U(0x243F6A8885A308D3)
     h2 = ul * _M2 + _U(0x13198A2E03707344)
-    minlen = int(lens.min())
     with np.errstate(over="ignore"):
-        for j in range(width // 8):
-            w = win[np.minimum(starts + 8 * j, hi - lo)]
-            if 8 * j + 8 > minlen:  # some keys end inside (or before) this word: zero the bytes past the end
-                rem = np.clip(lens - 8 * j, 0, 8).astype(np.uint64)
-                w &= np.where(rem >= 8, _ALL, (_U(1) << (rem * _U(8))) - _U(1))
-            n1 = h1 ^ w
-            n1 *= _M1
-            n1 = (n1 << _U(31)) | (n1 >> _U(33))
-            n2 = h2 + w
-            n2 *= _M2
-            n2 ^= n2 >> _U(29)
-            if 8 * j < minlen:
-                h1, h2 = n1, n2
-            else:
-                active = lens > 8 * j
-                np.copyto(h1, n1, where=active)
-                np.copyto(h2, n2, where=active)
-        out[:, 0] = _fmix(h1 ^ (h2 >> _U(7)))
-        out[:, 1] = _fmix(h2 + h1)
+        for j in range(int(words.max()) if n else 0):
+            k = int(more[j])  # keys with a j-th word (j from 0)
+            last = int(more[j + 1])  # keys from here on end in this word
+            w = win[s_starts[:k] + 8 * j]
+            rem = np.minimum(s_lens[last:k] - 8 * j, 8).astype(np.uint64)  # bytes of the key in this word (1..8)
+            part = rem < _U(8)
+            if part.any():
+                tail = w[last:k]
+                tail &= np.where(part, (_U(1) << (rem * _U(8))) - _U(1), _ALL)
+            a = h1[:k]
+            a ^= w
+            a *= _M1
+            a[:] = (a << _U(31)) | (a >> _U(33))
+            b = h2[:k]
+            b += w
+            b *= _M2
+            b ^= b >> _U(29)
+        f1 = _fmix(h1 ^ (h2 >> _U(7)))
+        f2 = _fmix(h2 + h1)
+    out[order, 0] = f1
+    out[order, 1] = f2
     if maxlen > _LONG:
         kb = key.cast(pa.large_binary()) if not pa.types.is_large_binary(key.type) else key
         for r in np.nonzero(lens > _LONG)[0]:
@@ -191,12 +201,21 @@ class KeyIndex:
         if not self._runs or not len(fp):
             return out
         order = np.argsort(fp[:, 0])
-        qhi, qlo = fp[order, 0], fp[order, 1]
-        found = np.full(len(fp), -1, dtype=np.int64)
+        out[order] = self.lookup_sorted(fp[order, 0], fp[order, 1])
+        return out
+
+    def lookup_sorted(self, qhi: np.ndarray, qlo: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """lookup() of keys given as high and low halves sorted by the high half; fills `out`
+        (where it is -1) when given."""
+        found = np.full(len(qhi), -1, dtype=np.int64) if out is None else out
         for run in self._runs:
             run.lookup(qhi, qlo, found)
-        out[order] = found
-        return out
+        return found
+
+    def add_sorted(self, hi: np.ndarray, lo: np.ndarray, seqs: np.ndarray) -> None:
+        """add() of keys already sorted by their high half."""
+        if len(hi):
+            self._push(_Run(np.ascontiguousarray(hi), np.ascontiguousarray(lo), np.asarray(seqs, np.int64)))
 
     def export(self, first_seq: int = 0, last_seq: int = 2**62) -> np.ndarray:
         """Entries with first_seq <= seq <= last_seq as an (n, 3) uint64 array (hi, lo, seq),

@@ -90,15 +90,28 @@ class Transaction:
         self.result = TxnResult()
         self._open = True
 
-    def add(self, batch: Batch) -> np.ndarray:
+    def add(self, batch: Batch, *, expect_more: int | None = None) -> np.ndarray:
         """Append a batch's new events; returns the seq of every input row (the existing seq for
-        a duplicate, including duplicates within the batch or the transaction)."""
+        a duplicate, including duplicates within the batch or the transaction).
+
+        `expect_more`: about how many more records the caller will add to this transaction after
+        this batch (an estimate; only a hint for the storage layout, e.g. whether frames that
+        will be sealed at commit are worth compressing)."""
         if not self._open:
             raise BadInput("the transaction is already finished")
         log = self.log
         fp = batch.fp
-        seqs = np.maximum(log._keys.lookup(fp), self._pending.lookup(fp))
-        new = (seqs < 0) & first_occurrences(fp)
+        # One sort of the batch's keys serves the lookups (committed and pending), the check for
+        # duplicates within the batch and the run the new keys are added as.
+        order = np.argsort(fp[:, 0])
+        shi, slo = fp[order, 0], fp[order, 1]
+        found = log._keys.lookup_sorted(shi, slo)
+        self._pending.lookup_sorted(shi, slo, found)
+        seqs = np.empty(len(fp), dtype=np.int64)
+        seqs[order] = found
+        new = seqs < 0
+        if len(shi) > 1 and (shi[1:] == shi[:-1]).any():  # maybe repeated within the batch
+            new &= first_occurrences(fp)
         n_new = int(new.sum())
         if n_new:
             first = log._next_seq
@@ -109,8 +122,13 @@ class Transaction:
                 enc = log.atrest.encrypt_table(part.table)
                 if enc is not part.table:
                     part = type(part)(enc, part.fp, part.lines, part.json_bytes)
-            log._write(part, first)
-            self._pending.add(fp[new], new_seqs)
+            log._expect_end = None if expect_more is None else first + n_new + max(0, expect_more)
+            try:
+                log._write(part, first)
+            finally:
+                log._expect_end = None
+            in_order = new[order]
+            self._pending.add_sorted(shi[in_order], slo[in_order], seqs[order][in_order])
             log._next_seq += n_new
             if self.result.first_seq is None:
                 self.result.first_seq = first
@@ -138,8 +156,7 @@ class Transaction:
             self.result.recorded_at = utc_from_micros(recorded)
         finally:
             log._end()
-        log._sync_to(token)
-        log._maybe_seal()
+        log._sync_and_seal(token)
         return self.result
 
     def rollback(self) -> None:
@@ -178,6 +195,9 @@ class BaseLog:
         self._unpublished: list[tuple[int, list[Chunk]]] = []
         self._synced_token = -1
         self._chunks: list[Chunk] = []  # visible, committed, in seq order
+        #: while a batch is written: the seq the open transaction is expected to end before
+        #: (a hint from Transaction.add's expect_more), else None
+        self._expect_end: int | None = None
 
     # ---- storage hooks -------------------------------------------------------------------
     def _write(self, batch: Batch, first_seq: int) -> None:
@@ -195,6 +215,11 @@ class BaseLog:
 
     def _maybe_seal(self) -> None:
         pass
+
+    def _sync_and_seal(self, token: int) -> None:
+        """After a commit: make it durable (and visible), then seal if the backend does."""
+        self._sync_to(token)
+        self._maybe_seal()
 
     # ---- transactions --------------------------------------------------------------------
     def _begin(self) -> None:

@@ -242,13 +242,23 @@ class DiskLog(BaseLog):
         assert self._writer is not None
         if not self._txn_frames:
             self._txn_start_offset = self._writer.size
-        # Once the WAL holds a full segment's worth of events before this frame, the commit will
-        # seal this frame's events (all but a remainder the seal re-encodes compressed), so
-        # compressing them now would be thrown away: write the IPC stream as is (RAW).
+        # Events the commit will seal into Parquet are written as the IPC stream as is (RAW):
+        # compressing them would be work thrown away. With a hint of where the transaction will
+        # end, those are the frames before the last segment boundary it reaches (the remainder,
+        # carried over to the next WAL, is compressed now rather than re-encoded by the seal).
+        # Without one: every frame once the WAL holds a full segment's worth of events before it
+        # (the seal then re-encodes the RAW frames of the remainder compressed).
         ipc = batch.ipc if batch.ipc is not None and batch.ipc.size else None
         if ipc is None:
             ipc = ipc_stream(batch.table)
-        raw = first_seq >= self.manifest.last_seq + 1 + self.segment_events and ipc.size <= MAX_RAW_FRAME
+        base = self.manifest.last_seq + 1
+        end = first_seq + len(batch)
+        if self._expect_end is not None:
+            expect = max(end, self._expect_end)
+            raw = end <= base + (expect - base) // self.segment_events * self.segment_events
+        else:
+            raw = first_seq >= base + self.segment_events
+        raw = raw and ipc.size <= MAX_RAW_FRAME
         payload, raw_len = encode_payload(batch.table, raw=raw, ipc=ipc)
         flags = RAW if raw else 0
         head = frame_header(payload, raw_len, first_seq, len(batch), flags=flags, json_bytes=batch.json_bytes)
@@ -284,6 +294,21 @@ class DiskLog(BaseLog):
         self._txn_frames, self._txn_cache = [], []
 
     # ---- sealing -------------------------------------------------------------------------
+    def _sync_and_seal(self, token: int) -> None:
+        """After a commit: make it durable and, if the WAL now holds a segment's worth of events
+        (and no transaction is open), seal, encoding the segments while the WAL's fdatasync runs
+        (the segments are only named by the manifest once the WAL is durable)."""
+        if (self.readonly or sum(c.frame.count for c in self._wal_chunks) < self.segment_events
+                or not self._lock.acquire(blocking=False)):
+            self._sync_to(token)
+            self._maybe_seal()
+            return
+        try:
+            self.seal(_sync_late=True)
+        finally:
+            self._lock.release()
+        self._sync_to(token)  # done by the seal (a no-op), unless it failed before
+
     def _maybe_seal(self) -> None:
         if self.readonly or sum(c.frame.count for c in self._wal_chunks) < self.segment_events:
             return
@@ -297,7 +322,7 @@ class DiskLog(BaseLog):
         finally:
             self._lock.release()
 
-    def seal(self, *, force: bool = False) -> list[SegmentInfo]:
+    def seal(self, *, force: bool = False, _sync_late: bool = False) -> list[SegmentInfo]:
         """Move committed WAL events into sealed segments of `segment_events` each (with `force`,
         also a last partial one), carry the remainder into a fresh WAL, and drop the old WAL.
 
@@ -307,53 +332,65 @@ class DiskLog(BaseLog):
 
         Segments are encoded on worker threads (Parquet encoding releases the GIL) while the
         remainder is carried over: the frames after the seal boundary are copied byte for byte
-        (their checksums verified), only a frame straddling the boundary is re-encoded."""
+        (their checksums verified), only a frame straddling the boundary is re-encoded.
+
+        `_sync_late`: the fdatasync publishing the last commits runs once the segments' encoding
+        has started (always before the carry-over and the manifest)."""
         with self._lock:
-            self._sync_to(self._commits)  # publish any commit still waiting for its fsync
-            chunks = list(self._wal_chunks)
-            if not chunks or self._txn_frames:
-                return []
-            total = sum(c.frame.count for c in chunks)
-            full = total if force else total // self.segment_events * self.segment_events
-            if not full:
-                return []
-            first_seq = chunks[0].first_seq
-            boundary = first_seq + full  # the first seq that stays in the WAL
-            sealed = [c for c in chunks if c.first_seq < boundary]
-            table = pa.Table.from_batches(
-                [b for c in sealed for b in c.batches(["seq", "recorded_at", *_BATCH_NAMES])])
-            jobs = []
-            for off in range(0, full, self.segment_events):
-                part = table.slice(off, min(self.segment_events, full - off))
-                lo, hi = first_seq + off, first_seq + off + part.num_rows - 1
-                jobs.append((part, _json_share(sealed, lo, hi), lo, hi))
-            nxt = self.logdir / wal_name(boundary)
+            if not _sync_late:
+                self._sync_to(self._commits)  # publish any commit still waiting for its fsync
+            try:
+                return self._seal(force, _sync_late)
+            finally:
+                self._sync_to(self._commits)  # a no-op unless the seal stopped before its sync
 
-            def write(part: pa.Table, json_bytes: int, lo: int, hi: int) -> SegmentInfo:
-                return write_segment(self.logdir, part, json_bytes, self._keys.export(lo, hi))
+    def _seal(self, force: bool, sync_late: bool) -> list[SegmentInfo]:
+        chunks = list(self._wal_chunks)
+        if not chunks or self._txn_frames:
+            return []
+        total = sum(c.frame.count for c in chunks)
+        full = total if force else total // self.segment_events * self.segment_events
+        if not full:
+            return []
+        first_seq = chunks[0].first_seq
+        boundary = first_seq + full  # the first seq that stays in the WAL
+        sealed = [c for c in chunks if c.first_seq < boundary]
+        table = pa.Table.from_batches(
+            [b for c in sealed for b in c.batches(["seq", "recorded_at", *_BATCH_NAMES])])
+        jobs = []
+        for off in range(0, full, self.segment_events):
+            part = table.slice(off, min(self.segment_events, full - off))
+            lo, hi = first_seq + off, first_seq + off + part.num_rows - 1
+            jobs.append((part, _json_share(sealed, lo, hi), lo, hi))
+        nxt = self.logdir / wal_name(boundary)
 
-            with ThreadPoolExecutor(max_workers=min(len(jobs), 4)) as pool:
-                futures = [pool.submit(write, *job) for job in jobs]
-                carried = self._write_carry_over(nxt, chunks, boundary)
-                new = [f.result() for f in futures]
-            manifest = Manifest(self.manifest.segments + new)
-            manifest.save(self.logdir)  # the commit point of the seal
-            self.manifest = manifest
-            old = self._writer
-            assert old is not None
-            self._writer = WalWriter(nxt)
-            self._wal_fd = _Fd(nxt)
-            old.close()
-            old.path.unlink()
-            fsync_dir(self.logdir)
-            carried_chunks = [FrameChunk(f, self._wal_fd, cached) for f, cached in carried]
-            seg_chunks = [SegmentChunk(self.logdir, s) for s in new]
-            with self._pub_lock:
-                self._chunks = ([c for c in self._chunks if not isinstance(c, FrameChunk)] + seg_chunks
-                                + carried_chunks)
-            self._wal_chunks = list(carried_chunks)
-            self._cached_bytes = sum(f.raw_length for f, cached in carried if cached is not None)
-            return new
+        def write(part: pa.Table, json_bytes: int, lo: int, hi: int) -> SegmentInfo:
+            return write_segment(self.logdir, part, json_bytes, self._keys.export(lo, hi))
+
+        with ThreadPoolExecutor(max_workers=min(len(jobs), 4)) as pool:
+            futures = [pool.submit(write, *job) for job in jobs]
+            if sync_late:
+                self._sync_to(self._commits)
+            carried = self._write_carry_over(nxt, chunks, boundary)
+            new = [f.result() for f in futures]
+        manifest = Manifest(self.manifest.segments + new)
+        manifest.save(self.logdir)  # the commit point of the seal
+        self.manifest = manifest
+        old = self._writer
+        assert old is not None
+        self._writer = WalWriter(nxt)
+        self._wal_fd = _Fd(nxt)
+        old.close()
+        old.path.unlink()
+        fsync_dir(self.logdir)
+        carried_chunks = [FrameChunk(f, self._wal_fd, cached) for f, cached in carried]
+        seg_chunks = [SegmentChunk(self.logdir, s) for s in new]
+        with self._pub_lock:
+            self._chunks = ([c for c in self._chunks if not isinstance(c, FrameChunk)] + seg_chunks
+                            + carried_chunks)
+        self._wal_chunks = list(carried_chunks)
+        self._cached_bytes = sum(f.raw_length for f, cached in carried if cached is not None)
+        return new
 
     def rewrite_segments(self, find: Callable[[pa.Table], bool], columns: list[str],
                          transform: Callable[[pa.Table], pa.Table],

@@ -15,9 +15,12 @@ removed by the next parallel ingest.
 """
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -27,7 +30,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from .codec import Batch
+from .codec import Batch, fast_batch_buffer
 from .errors import BadInput
 
 MIN_BYTES = 64 << 20  # below this, process start-up costs more than it saves
@@ -71,33 +74,38 @@ class _Shipped:
 
 def _work(args: tuple) -> tuple[int, Batch | _Shipped | None, BadInput | None]:
     """(lines in the range, batch or None, error with a range-relative line)."""
-    from .ingest import decode_chunk, to_batch
+    from .ingest import lines_batch
     from .formats import ADAPTERS
 
     path, start, end, source, max_record, ship_to = args
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    nbytes = len(data) + (0 if not data or data.endswith(b"\n") else 1)
-    if len(data) > max_record and lines and max(map(len, lines)) > max_record:
-        for i, line in enumerate(lines):
-            if len(line) > max_record:
-                return len(lines), None, BadInput(
-                    f"record is {len(line):,} bytes, over the {max_record:,}-byte limit", line=i + 1,
-                    expected=f"records under {max_record:,} bytes (max_record_bytes)")
-    try:
-        d = decode_chunk(1, lines, ADAPTERS["ndjson"], path, None, nbytes)
-        batch = to_batch(d, path, source, None) if d.envs else None
-    except BadInput as exc:
-        return len(lines), None, exc
+    ends_nl = not data or data.endswith(b"\n")
+    n_lines = data.count(b"\n") + (0 if ends_nl else 1)
+    nbytes = len(data) + (0 if ends_nl else 1)
+    batch = None
+    if len(data) <= max_record:  # no line can be over the limit: try the buffer as it is
+        batch = fast_batch_buffer(data, n_lines, source, nbytes)
+    if batch is None:
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        if len(data) > max_record and lines and max(map(len, lines)) > max_record:
+            for i, line in enumerate(lines):
+                if len(line) > max_record:
+                    return n_lines, None, BadInput(
+                        f"record is {len(line):,} bytes, over the {max_record:,}-byte limit", line=i + 1,
+                        expected=f"records under {max_record:,} bytes (max_record_bytes)")
+        try:
+            _, batch = lines_batch(1, lines, ADAPTERS["ndjson"], path, source, None, nbytes)
+        except BadInput as exc:
+            return n_lines, None, exc
     if batch is not None and ship_to is not None:
         shipped = _ship(batch, ship_to)
         if shipped is not None:
-            return len(lines), shipped, None
-    return len(lines), batch, None
+            return n_lines, shipped, None
+    return n_lines, batch, None
 
 
 def _ship(batch: Batch, path: str) -> _Shipped | None:
@@ -161,6 +169,89 @@ def _sweep(d: str) -> None:
             continue
 
 
+# ---- the forkserver ---------------------------------------------------------------------------
+# Workers are forked by a forkserver that imports what they need once. Importing `ctxdb.parallel`
+# the usual way runs the package's __init__, which imports the whole store (DuckDB, views, ...):
+# ~0.4 s of CPU that a decode worker never uses. So the forkserver first imports a small boot
+# module (written to a private temp dir, on its PYTHONPATH) that registers the package without running __init__
+# (it runs on first use of a package attribute that is not a submodule), then imports the
+# parent's main script once (as multiprocessing would in every worker, whose copy is then
+# reused), then the ingest modules.
+_BOOT = "_ctxdb_forkserver_boot"
+_BOOT_SRC = """\
+# Written by ctxdb.parallel for its forkserver (see there).
+import importlib, importlib.util, os, sys
+
+def _install(name, init, main_path, main_name):
+    if name not in sys.modules:
+        here = os.path.dirname(init)
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[here])
+        mod = importlib.util.module_from_spec(spec)
+
+        def __getattr__(attr):
+            if not attr.startswith("__") and (os.path.exists(os.path.join(here, attr + ".py"))
+                                              or os.path.isdir(os.path.join(here, attr))):
+                return importlib.import_module(name + "." + attr)
+            mod.__dict__.pop("__getattr__", None)  # first real use: run __init__ now
+            spec.loader.exec_module(mod)
+            return getattr(mod, attr)
+
+        mod.__getattr__ = __getattr__
+        sys.modules[name] = mod
+    if main_path or main_name:
+        from multiprocessing import process, spawn
+        process.current_process()._inheriting = True
+        try:
+            if main_path:
+                spawn.import_main_path(main_path)
+            else:
+                spawn._fixup_main_from_name(main_name)
+        finally:
+            del process.current_process()._inheriting
+
+_install(%r, %r, %r, %r)
+"""
+_boot_lock = threading.Lock()
+
+
+def _start_forkserver(ctx) -> None:
+    """Start the forkserver (if this process has none yet) with the light preload; falls back
+    to importing ctxdb.parallel the usual way if the boot module cannot be written."""
+    import multiprocessing.forkserver as fs
+    from multiprocessing import spawn
+
+    pkg = __name__.rpartition(".")[0]
+    mods = [__name__, pkg + ".ingest", pkg + ".formats"]
+    with _boot_lock:
+        if getattr(fs._forkserver, "_forkserver_pid", None) is not None:
+            fs.ensure_running()  # running (or restarted with the preload it was given)
+            return
+        prep = spawn.get_preparation_data("ctxdb")
+        main_path, main_name = prep.get("init_main_from_path"), prep.get("init_main_from_name")
+        try:
+            d = tempfile.mkdtemp(prefix="ctxdb-boot-")
+            with open(os.path.join(d, _BOOT + ".py"), "w") as f:
+                f.write(_BOOT_SRC % (pkg, os.path.join(os.path.dirname(__file__), "__init__.py"), main_path, main_name))
+        except OSError:
+            ctx.set_forkserver_preload(mods)
+            fs.ensure_running()
+            return
+        atexit.register(shutil.rmtree, d, True)
+        ctx.set_forkserver_preload([_BOOT, *mods])
+        # The forkserver's sys.path is its interpreter's default (3.11 ignores the sys_path it is
+        # given): put the boot module's dir on its PYTHONPATH. If it cannot import it (e.g. -E),
+        # it imports ctxdb.parallel the usual way.
+        old = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = d if not old else d + os.pathsep + old
+        try:
+            fs.ensure_running()
+        finally:
+            if old is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = old
+
+
 def plan(path: str, size: int, max_record: int) -> list[tuple[int, int]] | None:
     step = int(os.environ.get("CTXDB_PARALLEL_RANGE_BYTES") or RANGE_BYTES)
     return ranges(path, size, step, max_record)
@@ -178,7 +269,6 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
     started instead of waiting."""
     workers = workers or max(2, os.cpu_count() or 2)
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
     ship = _ship_dir() if len(spans) > 1 else None
     tag = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
     jobs = [(path, a, b, source, max_record, None if ship is None else os.path.join(ship, f"{tag}-{i}"))
@@ -202,10 +292,14 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
                     futures[nxt] = pool.submit(_work, jobs[nxt])
                     nxt += 1
 
-            # Starting a worker blocks until the forkserver has imported ctxdb: submit the ranges
-            # after the head from a thread while this one decodes the head (and its batches are
-            # written).
-            starter = threading.Thread(target=fill, daemon=True)
+            # Starting a worker blocks until the forkserver has imported ctxdb: start it and
+            # submit the ranges after the head from a thread while this one decodes the head
+            # (and its batches are written).
+            def start() -> None:
+                _start_forkserver(ctx)
+                fill()
+
+            starter = threading.Thread(target=start, daemon=True)
             starter.start()
             try:
                 for i in range(len(jobs)):

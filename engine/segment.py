@@ -39,6 +39,9 @@ DICTIONARY_COLUMNS = ["source", "type", "subject"]
 # min/max statistics where a reader can prune with them; those of id, time (see time_ts) and the
 # JSON text columns cost a third of the encoding time and never prune anything
 STATISTICS_COLUMNS = ["seq", "recorded_at", "time_ts", "source", "type", "subject"]
+# seq counts up by one: delta-encoded it is ~2 % of the file smaller and faster to write than
+# plain + zstd (readers: any Parquet 2 reader, DuckDB included)
+COLUMN_ENCODING = {"seq": "DELTA_BINARY_PACKED"}
 FORMAT = 1
 
 
@@ -147,6 +150,7 @@ def write_segment(logdir: Path, table: pa.Table, json_bytes: int, keys: np.ndarr
     pq.write_table(
         table, sink, compression="zstd", compression_level=COMPRESSION_LEVEL, row_group_size=ROW_GROUP,
         write_page_checksum=True, use_dictionary=DICTIONARY_COLUMNS, write_statistics=STATISTICS_COLUMNS,
+        column_encoding=COLUMN_ENCODING,
     )
     buf = sink.getvalue().to_pybytes()
     name = seg_name(first, last, gen)

@@ -138,3 +138,37 @@ def test_without_shared_memory_batches_go_through_the_pipe(tmp_path, parallel_en
     with ctxdb.open(tmp_path / "db") as db:
         assert db.ingest(f).appended == 300
         assert [e.id for e in db.read()] == [f"ev-{i}" for i in range(300)]
+
+
+_FORKSERVER_SCRIPT = """
+{imports}
+import sys
+import multiprocessing.forkserver as fs
+
+def main():
+    with ctxdb.open(sys.argv[2]) as db:
+        rep = db.ingest(sys.argv[1])
+    maps = open(f"/proc/{{fs._forkserver._forkserver_pid}}/maps").read()
+    print(rep.appended, rep.duplicates, "duckdb" in maps)
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+@pytest.mark.parametrize("imports,store_in_forkserver,as_module", [
+    ("import ctxdb", False, False),                               # workers never load the store
+    ("import ctxdb", False, True),                                # python -m main_script
+    ("import ctxdb\nfrom ctxdb import open as _o", True, False),  # a main script using the package: loaded (once)
+])
+def test_forkserver_imports_only_what_workers_need(tmp_path, imports, store_in_forkserver, as_module):
+    f = write_ndjson(tmp_path / "e.ndjson", events(600) + events(10))
+    script = tmp_path / "main_script.py"
+    script.write_text(_FORKSERVER_SCRIPT.format(imports=imports))
+    env = dict(os.environ, CTXDB_PARALLEL_MIN_BYTES="1", CTXDB_PARALLEL_RANGE_BYTES="3000")
+    main = ["-m", "main_script"] if as_module else [str(script)]
+    out = subprocess.run([sys.executable, *main, str(f), str(tmp_path / "db")], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["600", "10", str(store_in_forkserver)]

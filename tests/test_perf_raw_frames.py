@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 import ctxdb
+import ctxdb.log
 from ctxdb.codec import build_batch, envelopes_from_objects
 from ctxdb.log_disk import DiskLog
 from ctxdb.wal import HEADER_SIZE, RAW, scan
 
-from conftest import events
+from conftest import events, write_ndjson
 
 SEG = 10
 
@@ -38,6 +39,12 @@ def _flags(path: Path, first: int) -> list[tuple[int, int, int]]:
     return [(f.first_seq, f.count, f.flags & RAW) for f in scan(_wal(path), first).committed]
 
 
+def _no_seal(monkeypatch) -> None:
+    """Commits only make themselves durable: no seal (as if the process died right after)."""
+    monkeypatch.setattr(DiskLog, "_maybe_seal", lambda self: None)
+    monkeypatch.setattr(DiskLog, "_sync_and_seal", lambda self, token: self._sync_to(token))
+
+
 def _rows(db) -> list:
     return [(e.seq, e.id, e.source, e.type, e.subject, e.time, e.data, e.meta, e.ext) for e in db.read()]
 
@@ -45,7 +52,7 @@ def _rows(db) -> list:
 def test_frames_past_a_segment_are_raw_and_the_seal_leaves_none(tmp_path, monkeypatch):
     path = tmp_path / "s"
     log = DiskLog(path, segment_events=SEG)
-    monkeypatch.setattr(DiskLog, "_maybe_seal", lambda self: None)
+    _no_seal(monkeypatch)
     _big_txn(log)  # seqs 1..30 in frames of 6: frames starting at seq >= 11 are RAW
     assert _flags(path, 1) == [(1, 6, 0), (7, 6, 0), (13, 6, RAW), (19, 6, RAW), (25, 6, RAW)]
     monkeypatch.undo()
@@ -77,7 +84,7 @@ def test_seal_re_encodes_raw_frames_it_carries_over(tmp_path):
 def test_crash_after_commit_before_seal_keeps_raw_frames_readable(tmp_path, monkeypatch):
     path = tmp_path / "s"
     log = DiskLog(path, segment_events=SEG)
-    monkeypatch.setattr(DiskLog, "_maybe_seal", lambda self: None)  # the process dies after the fsync
+    _no_seal(monkeypatch)  # the process dies after the fsync
     _big_txn(log)
     want = _rows(ctxdb.Store(log))
     log._writer = None
@@ -96,7 +103,7 @@ def test_crash_after_commit_before_seal_keeps_raw_frames_readable(tmp_path, monk
 def test_damaged_raw_frame_is_detected(tmp_path, monkeypatch):
     path = tmp_path / "s"
     log = DiskLog(path, segment_events=SEG)
-    monkeypatch.setattr(DiskLog, "_maybe_seal", lambda self: None)
+    _no_seal(monkeypatch)
     _big_txn(log)
     log.close()
     monkeypatch.undo()
@@ -116,7 +123,7 @@ def test_torn_raw_frame_at_the_tail_is_truncated(tmp_path):
     log = DiskLog(path, segment_events=1000)
     log.append_batch(_batch(5, 0))
     log.segment_events = 3  # the next frame starts past a segment's worth: RAW
-    log._maybe_seal = lambda: None
+    log._sync_and_seal = log._sync_to  # no seal
     log.append_batch(_batch(5, 5))
     log.close()
     frames = scan(_wal(path), 1).committed
@@ -134,7 +141,60 @@ def test_frames_over_the_raw_limit_are_compressed(tmp_path, monkeypatch):
     path = tmp_path / "s"
     log = DiskLog(path, segment_events=SEG)
     monkeypatch.setattr(log_disk, "MAX_RAW_FRAME", 100)  # every frame is over it
-    monkeypatch.setattr(DiskLog, "_maybe_seal", lambda self: None)
+    _no_seal(monkeypatch)
     _big_txn(log)
     assert all(not raw for _, _, raw in _flags(path, 1))
     log.close()
+
+
+def _hinted_txn(log: DiskLog, frames: int, size: int, expect_total: int) -> None:
+    with log.transaction() as txn:
+        for k in range(frames):
+            txn.add(_batch(size, size * k), expect_more=max(0, expect_total - size * (k + 1)))
+
+
+def test_with_a_size_hint_only_frames_that_will_be_sealed_are_raw(tmp_path, monkeypatch):
+    # 1..28 in frames of 7, the transaction saying where it will end: the commit will seal
+    # 1..20, so 1..14 are RAW from the start, the frame straddling 20 and the remainder are
+    # compressed as they are written (nothing for the seal to re-encode but the straddler's tail)
+    path = tmp_path / "s"
+    log = DiskLog(path, segment_events=SEG)
+    _no_seal(monkeypatch)
+    _hinted_txn(log, frames=4, size=7, expect_total=28)
+    assert _flags(path, 1) == [(1, 7, RAW), (8, 7, RAW), (15, 7, 0), (22, 7, 0)]
+    monkeypatch.undo()
+    want = _rows(ctxdb.Store(log))
+    log.seal()
+    assert _flags(path, 21) == [(21, 1, 0), (22, 7, 0)]
+    log.close()
+    with ctxdb.open(path, segment_events=SEG) as db:
+        assert _rows(db) == want and [r[0] for r in want] == list(range(1, 29))
+
+
+@pytest.mark.parametrize("expect_total", [0, 5, 40, 1000])
+def test_a_wrong_size_hint_changes_nothing_but_the_layout(tmp_path, expect_total):
+    path = tmp_path / "s"
+    log = DiskLog(path, segment_events=SEG)
+    _hinted_txn(log, frames=4, size=7, expect_total=expect_total)
+    want = _rows(ctxdb.Store(log))
+    assert [r[0] for r in want] == list(range(1, 29))
+    assert all(not raw for _, _, raw in _flags(path, 21))
+    log.close()
+    with ctxdb.open(path, segment_events=SEG) as db:
+        assert _rows(db) == want
+        assert db.append(events(30)) == list(range(1, 29)) + [29, 30]
+
+
+def test_file_ingest_passes_a_size_hint(tmp_path, monkeypatch):
+    src = write_ndjson(tmp_path / "in.ndjson", events(50))
+    hints = []
+    orig = ctxdb.log.Transaction.add
+
+    def add(self, batch, *, expect_more=None):
+        hints.append((len(batch), expect_more))
+        return orig(self, batch, expect_more=expect_more)
+
+    monkeypatch.setattr(ctxdb.log.Transaction, "add", add)
+    with ctxdb.open(tmp_path / "s") as db:
+        db.ingest(str(src), batch_events=20)
+    assert sum(n for n, _ in hints) == 50 and hints[-1][1] == 0 and all(h is not None for _, h in hints)

@@ -145,3 +145,71 @@ def test_crash_inside_seal_loses_nothing(tmp_path, monkeypatch, fail_at):
         st = db.stats()
         assert st["segments"] == (0 if fail_at == "manifest" else 2)
         assert db.append(events(20)) == list(range(1, 21))
+
+
+def test_seq_is_delta_encoded_and_duckdb_reads_it(tmp_path):
+    import duckdb
+    import pyarrow.parquet as pq
+
+    with ctxdb.open(tmp_path / "s", segment_events=300) as db:
+        db.append(events(700))
+    files = sorted((tmp_path / "s" / "log").glob("seg-*.parquet"))
+    assert len(files) == 2
+    col = pq.ParquetFile(files[1]).metadata.row_group(0).column(0)
+    assert col.path_in_schema == "seq" and "DELTA_BINARY_PACKED" in col.encodings
+    got = duckdb.connect().execute(
+        f"SELECT min(seq), max(seq), sum(seq), count(*) FROM read_parquet('{tmp_path}/s/log/seg-*.parquet') WHERE seq > 250"
+    ).fetchone()
+    assert got == (251, 600, sum(range(251, 601)), 350)
+
+
+def test_sealing_commit_encodes_segments_while_the_wal_syncs_and_names_them_after(tmp_path, monkeypatch):
+    import threading
+
+    import ctxdb.log_disk as ld
+
+    order, lock = [], threading.Lock()
+    real_sync, real_save, real_write = DiskLog._sync, Manifest.save, ld.write_segment
+
+    def sync(self):
+        with lock:
+            order.append("sync")
+        real_sync(self)
+
+    def save(self, logdir):
+        with lock:
+            order.append("manifest")
+        real_save(self, logdir)
+
+    def write_segment(*a, **k):
+        with lock:
+            order.append("segment")
+        return real_write(*a, **k)
+
+    monkeypatch.setattr(DiskLog, "_sync", sync)
+    monkeypatch.setattr(Manifest, "save", save)
+    monkeypatch.setattr(ld, "write_segment", write_segment)
+    log = DiskLog(tmp_path / "s", segment_events=10)
+    log.append_batch(_batch(25, 0))  # one commit that seals two segments
+    assert order.index("manifest") > max(i for i, x in enumerate(order) if x in ("sync", "segment"))
+    assert order.count("segment") == 2 and order[0] == "segment"  # encoding started before the sync
+    assert log.stats()["segments"] == 2 and log.last_seq == 25
+    log.close()
+
+
+def test_failed_fsync_of_a_sealing_commit_names_no_segment(tmp_path, monkeypatch):
+    log = DiskLog(tmp_path / "s", segment_events=10)
+    log.append_batch(_batch(3, 0))
+
+    def boom(self):
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(DiskLog, "_sync", boom)
+    with pytest.raises(OSError):
+        log.append_batch(_batch(25, 100))
+    assert Manifest.load(tmp_path / "s" / "log").segments == []
+    monkeypatch.undo()
+    log.close()
+    with ctxdb.open(tmp_path / "s", segment_events=10) as db:  # leftovers removed; what the WAL holds is kept
+        assert not list((tmp_path / "s" / "log").glob("seg-*-*.parquet")) or db.stats()["segments"]
+        assert db.last_seq in (3, 28)
