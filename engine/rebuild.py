@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 def rebuild(store: "Store", views: "Views", progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     log = store.log
     end = views.projector.seq
+    views.persist()  # the live engine's write-behind lands first (it is digested below): not timed
     t0 = time.perf_counter()
     target = None if store.path is None or store.readonly else store.path / "items.rebuild.duckdb"
     proj = fresh_projector(store, target)
