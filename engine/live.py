@@ -2,8 +2,8 @@
 
 A background thread wakes on every log commit, projects the new events, updates each agent's
 candidate set from the opened and closed item versions, re-assembles the view of every agent with
-subscribers at the new position and pushes it to them. The other agents' views are re-assembled
-when the log has been quiet for a moment (or on their next read). `Views.view(agent)` at the
+subscribers at the new position and pushes it to them. The views of other agents read before are
+re-assembled when the log has been quiet for a moment (or on their next read). `Views.view(agent)` at the
 current position is then a dictionary read.
 
 Projected versions are written to the item store behind the push (write-behind) by a second
@@ -155,7 +155,6 @@ class Views:
         self._pending: list = []                    # projected, not yet written (write-behind)
         self._pending_versions = 0
         self._pending_since = 0.0
-        self._fresh_seq = -1                        # every agent's view was assembled at this seq
         # Held while a write-behind batch is written; taken after `_lock`, never before it.
         self._persist_lock = threading.Lock()
         self._inflight: list = []                   # taken by the writer; left here if its write failed
@@ -365,7 +364,6 @@ class Views:
             vs = [current[k] for k in sorted(current) if allowed(pol, current[k])]
             self._cands[name] = Candidates.build(vs, pol, tok(vs))
         self._views = {}
-        self._fresh_seq = -1
 
     def _deny_revoked(self) -> None:
         agents = self._agents()
@@ -416,30 +414,30 @@ class Views:
         return seq, self.log.recorded_at_of(seq), self._policy_version(seq)
 
     def _stale(self) -> bool:
-        """Whether some agent's materialized view is behind the projection."""
-        return self._live_ready and self._fresh_seq != self.projector.seq
+        """Whether a materialized view (an agent's view somebody has read) is behind the projection."""
+        seq = self.projector.seq
+        return any(v.seq != seq for v in self._views.values())
 
     def _refresh_stale(self) -> None:
-        """Re-assemble the views that are behind the projection (agents without subscribers),
-        one agent at a time, giving way as soon as new events arrive."""
+        """Re-assemble the materialized views that are behind the projection (agents without
+        subscribers that were read before), one agent at a time, giving way as soon as new
+        events arrive. An agent never read has no view to keep fresh: its first read assembles it."""
         seq = self.projector.seq
-        if not self._stale():
-            return
-        for name in sorted(self._agents()):
+        for name in sorted(n for n, v in list(self._views.items()) if v.seq != seq):
             with self._lock:
                 if self.log.last_seq > seq or self.projector.seq != seq:
                     return  # new events: the next quiet moment finishes the work
                 pol = self._agents().get(name)
                 v = self._views.get(name)
-                if pol is None or (v is not None and v.seq == seq):
+                if v is None or v.seq == seq:
+                    continue
+                if pol is None:
+                    self._views.pop(name, None)
                     continue
                 try:
                     self._live_view(name, pol)
                 except BudgetError:  # this agent's problem only: its own view() raises it again
                     self._views.pop(name, None)
-        with self._lock:
-            if self.projector.seq == seq:
-                self._fresh_seq = seq
 
     def _refresh_views(self, subscribed_only: bool = False) -> None:
         # Agents with subscribers first: their push latency does not wait for the others.
