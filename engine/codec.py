@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import BadInput
-from .events import CE_FIELDS, CORE_FIELDS, Envelope
+from .events import CE_FIELDS, CORE_FIELDS, Envelope, LeanEnvelope
 from .keyindex import fingerprints
 
 #: Columns of a batch as written to the WAL (segments add `seq` and `recorded_at` in front).
@@ -43,18 +43,6 @@ _RFC3339_ARROW = re.compile(RFC3339[:-1] + r"\Z", re.ASCII)  # as Arrow's RE2 re
 #: batches below this many rows are checked in Python (each pyarrow compute call costs ~0.1 ms)
 SMALL_BATCH = 16
 _DEC = msgspec.json.Decoder(Envelope)
-
-
-class LeanEnvelope(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """An envelope with only the six usual attributes (no meta, extensions or CloudEvents
-    attributes: any other attribute fails the decode), for fast_batch."""
-
-    type: str
-    subject: str
-    time: str
-    data: msgspec.Raw
-    id: str | None = None
-    source: str | None = None
 
 
 _LEAN = msgspec.json.Decoder(LeanEnvelope)
@@ -294,13 +282,13 @@ def _build(envs: Sequence[Envelope], default_source: str, lines: list[int] | Non
             if e.id is None:
                 ids[i] = content_id(sources[i], e)
         id_arr = _str_column(ids)
-    if _has_empty(id_arr):
+    if _has_empty(id_arr, ids):
         raise _BadRow(ids.index(""), "id", "`id` is empty")
     types = [e.type for e in envs]
     subjects = [e.subject for e in envs]
     type_arr, subject_arr = _str_column(types), _str_column(subjects)
     for arr, col, name in ((type_arr, types, "type"), (subject_arr, subjects, "subject")):
-        if _has_empty(arr):
+        if _has_empty(arr, col):
             raise _BadRow(col.index(""), name, f"`{name}` is empty")
     times = [e.time for e in envs]
     metas = [e.meta for e in envs]
@@ -334,9 +322,10 @@ def _str_column(values: list[Any]) -> pa.Array:
     return pa.array(values, pa.string())
 
 
-def _has_empty(arr: pa.Array) -> bool:
-    if len(arr) < SMALL_BATCH:
-        return "" in arr.to_pylist()
+def _has_empty(arr: pa.Array, values: list | None = None) -> bool:
+    """Whether a string column (`arr`, built from `values` when given) holds an empty string."""
+    if values is not None and len(values) < SMALL_BATCH:
+        return "" in values
     return len(arr) > 0 and pc.min(pc.binary_length(arr)).as_py() == 0
 
 

@@ -39,11 +39,19 @@ class ArrowDigest:
         self._cols: dict[str, list[_Streams]] = {f.name: [] for f in schema}
 
     def update(self, batch: pa.RecordBatch) -> None:
+        self.count(batch)
+        for i in range(batch.num_columns):
+            self.feed_column(i, batch)
+
+    def count(self, batch: pa.RecordBatch) -> None:
+        """Check a batch's columns and count its rows (then feed each column with feed_column)."""
         if batch.schema.names != self.schema.names:
             raise ValueError(f"batch columns {batch.schema.names} differ from {self.schema.names}")
         self.rows += batch.num_rows
-        for name, col in zip(batch.schema.names, batch.columns):
-            self._feed(self._cols[name], 0, col)
+
+    def feed_column(self, i: int, batch: pa.RecordBatch) -> None:
+        """Column i of `batch` (columns are independent: each may be fed on its own thread)."""
+        self._feed(self._cols[self.schema.names[i]], 0, batch.column(i))
 
     def _feed(self, streams: list[_Streams], depth: int, arr: pa.Array) -> None:
         while len(streams) <= depth:
@@ -92,15 +100,12 @@ def digest_batches(schema: pa.Schema, batches: Iterable[pa.RecordBatch], threads
     (one column's streams on one thread, so the result is the same)."""
     batches = list(batches)
     d = ArrowDigest(schema)
-    d.rows = sum(b.num_rows for b in batches)
     for b in batches:
-        if b.schema.names != schema.names:
-            raise ValueError(f"batch columns {b.schema.names} differ from {schema.names}")
+        d.count(b)
 
     def column(i: int) -> None:
-        streams = d._cols[schema.names[i]]
         for b in batches:
-            d._feed(streams, 0, b.column(i))
+            d.feed_column(i, b)
 
     if threads > 1 and len(schema) > 1:
         with ThreadPoolExecutor(threads) as pool:

@@ -18,8 +18,9 @@ CORE_FIELDS = ("id", "source", "type", "subject", "time", "data", "meta")
 CE_FIELDS = ("specversion", "datacontenttype", "dataschema")
 
 
-class Envelope(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """One incoming event. `id` may be absent (a content hash is assigned); `data` is required."""
+class LeanEnvelope(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """An envelope with only the six usual attributes: any other attribute (meta, extensions,
+    CloudEvents attributes) fails its decode. Ingest's fast path decodes these."""
 
     type: str
     subject: str
@@ -27,6 +28,11 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     data: msgspec.Raw
     id: str | None = None
     source: str | None = None
+
+
+class Envelope(LeanEnvelope, forbid_unknown_fields=True, gc=False):
+    """One incoming event. `id` may be absent (a content hash is assigned); `data` is required."""
+
     # Typed `Raw` with a None default (not `Raw | None`, which msgspec reads as "null only"):
     # absent -> None, present -> the value's raw bytes.
     meta: msgspec.Raw = None  # type: ignore[assignment]

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 import msgspec
 
+from .codec import SMALL_BATCH  # below it, Python formats the times (pyarrow calls cost ~0.1 ms each)
 from .config import Rule
 from .items import content_hash
 from .redact import redact
@@ -340,9 +341,6 @@ def _arrow_spec(spec: str) -> bool:
     return ("%" not in _DIRECTIVE.sub("", spec) and "\0" not in spec
             and all(c in _ARROW_DIRECTIVES for c in _DIRECTIVE.findall(spec)))
 
-
-#: below this many rows, times are formatted by Python (each pyarrow compute call costs ~0.1 ms)
-SMALL_BATCH = 16
 
 # Where each directive sits in pyarrow's text of a timestamp[s] ("YYYY-MM-DD HH:MM:SS"): slicing
 # that text is several times faster than pc.strftime (checked at import; else strftime is used).
