@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
@@ -221,25 +223,80 @@ def replay_verify(store: "Store", progress: Callable[[int, int], None] | None = 
     from .live import Views
 
     t0 = time.perf_counter()
-    live = store._views()
-    live.catch_up()
-    live.persist()
-    end = live.projector.seq
-    scratch = ItemStore(None, atrest=store.log.atrest)
     log = store.log
-    proj = Projector(scratch, store._python_rules, stub_subject=store._salt.stub_subject, purged=purged_stubs(log))
-
-    # receipts read the scratch store and the projector's policies, never its current versions
-    replay_into(proj, log, end, progress, keep_projector=False)
-    views = Views(log, scratch, proj, live=False, semantic=live.semantic)
-    receipts = [ev for ev in log.read(type=DECISION_TYPE, to_seq=end)]
-    bad = []
-    for ev in receipts:
-        r = check_receipt(views, ev)
-        if not r.verified:
-            bad.append({"decision": ev.id, "seq": ev.seq, "reasons": list(r.reasons)})
-    d_live, d_replay = live.items.digest(), scratch.digest()
-    scratch.close()
+    receipts = list(log.read(type=DECISION_TYPE))
+    with _live_items(store, needs_semantic=any(_has_query(ev) for ev in receipts)) as (items, end, semantic, digest):
+        receipts = [ev for ev in receipts if ev.seq <= end]
+        scratch = ItemStore(None, atrest=log.atrest)
+        try:
+            proj = Projector(scratch, store._python_rules, stub_subject=store._salt.stub_subject,
+                             purged=purged_stubs(log))
+            # receipts read the scratch store and the projector's policies, never its current versions
+            replay_into(proj, log, end, progress, keep_projector=False)
+            views = Views(log, scratch, proj, live=False, semantic=semantic)
+            bad = []
+            for ev in receipts:
+                r = check_receipt(views, ev)
+                if not r.verified:
+                    bad.append({"decision": ev.id, "seq": ev.seq, "reasons": list(r.reasons)})
+            d_replay = scratch.digest()
+        finally:
+            scratch.close()
+        d_live = digest()
     return ReplayReport(events=end, receipts=len(receipts), verified=len(receipts) - len(bad), mismatches=tuple(bad),
                         items_identical=d_live == d_replay, digest_live=d_live, digest_replay=d_replay,
                         seconds=round(time.perf_counter() - t0, 3))
+
+
+def _has_query(ev) -> bool:
+    try:
+        return bool(ev.json().get("query"))
+    except (ValueError, AttributeError):
+        return False
+
+
+@contextmanager
+def _live_items(store: "Store", *, needs_semantic: bool):
+    """(live item store, the seq it is projected to, the semantic layer, a function returning
+    the live store's digest at that seq) for the time of a compliance replay.
+
+    Without an engine in this process (a `ctxdb replay --verify`, or right after a purge), the
+    live engine is not built for it: on a 10^6-event store that loads every current version and
+    assembles every agent's view, seconds of work a replay does not need. The item store is
+    opened alone, projected up to the log's end if it is behind (a plain projector, no views),
+    and its digest computed on a thread while the replay runs. Nothing else may build the
+    engine meanwhile (the engine lock is held), so the store stays at that seq. A receipt with
+    a query needs the semantic layer: then, and with an engine already running, the engine is
+    used, its digest taken first, under its projection lock."""
+    from .live import Views
+
+    def of_engine():
+        live = store._views()
+        with live._lock:
+            live.catch_up()
+            live.persist()
+            end, d_live = live.projector.seq, live.items.digest()
+        return live.items, end, live.semantic, lambda: d_live
+
+    if store._engine is not None or needs_semantic or store.readonly or store.path is None:
+        yield of_engine()
+        return
+    with store._engine_lock:
+        if store._engine is not None:  # built by another thread meanwhile
+            yield of_engine()
+            return
+        items = store._open_items()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxdb-live-digest")
+        try:
+            if items.checkpoint()[0] < store.log.last_seq:
+                v = Views(store.log, items, Projector(items, store._python_rules, stub_subject=store._salt.stub_subject),
+                          live=False)
+                v.catch_up(refresh=False)   # (no agent's view is assembled)
+                v.persist()
+            end = items.checkpoint()[0]
+            fut = pool.submit(items.digest)
+            yield items, end, None, fut.result
+            fut.result()
+        finally:
+            pool.shutdown(wait=True)
+            items.close()

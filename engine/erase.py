@@ -559,16 +559,20 @@ def _purge_rest(root: Path) -> tuple[int, int]:
     return snaps, others
 
 
-def purged_stubs(log) -> set[str]:
-    """The stub subjects of every purge the log records (a replay knows them from the start)."""
-    out = set()
+def purged_stubs(log) -> dict[str, int]:
+    """The stub subjects of every purge the log records (a replay knows them from the start),
+    each with the seq of its tombstone: every event of the subject before it was rewritten into
+    a stub (0 when the receipt does not say)."""
+    out: dict[str, int] = {}
     for ev in log.read(type=PURGE_TYPE):
         try:
-            s = ev.json().get("stub_subject")
+            d = ev.json()
+            s, t = d.get("stub_subject"), d.get("tombstone_seq")
         except (ValueError, AttributeError):
             continue
         if isinstance(s, str) and s.startswith(PURGED_PREFIX):
-            out.add(s)
+            t = t if type(t) is int and 0 < t <= ev.seq else 0
+            out[s] = min(out.get(s, t), t)
     return out
 
 

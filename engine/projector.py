@@ -100,15 +100,23 @@ class Projector:
     _LAZY_HELD = 250_000   # rows the columnar path may keep for current versions left as vids (see _cur)
 
     def __init__(self, items: ItemStore, python_rules: list[PythonRule] | None = None,
-                 stub_subject: Callable[[str], str] | None = None, purged: set[str] | None = None) -> None:
+                 stub_subject: Callable[[str], str] | None = None,
+                 purged: set[str] | dict[str, int] | None = None) -> None:
         self.items = items
         self.python_rules = list(python_rules or [])
         # subject -> the salted stub subject a purge gives it (erase.Salt.stub_subject)
         self.stub_subject = stub_subject
         self.stats = Stats()
         self._load()
+        # Events before this seq are checked against `purged` only by their stub subjects: a
+        # purge rewrites every event of its subject before its tombstone into a stub, so a
+        # replay that knows the purges from the start (with each one's tombstone seq) need not
+        # hash every subject it meets before the first tombstone.
+        self._purged_from = 0
         if purged:  # a replay knows every purge of the log from the start (erase.purged_stubs)
             self.purged |= set(purged)
+            if isinstance(purged, dict):
+                self._purged_from = min(purged.values())
 
     # ---- state ---------------------------------------------------------------------------
     def _load(self) -> None:
@@ -374,8 +382,10 @@ class Projector:
                 pp = B._purged_prefix = pc.starts_with(b.column("subject"), PURGED_PREFIX).to_numpy(
                     zero_copy_only=False)
             keep = ~pp[rows]
-            if self.forgotten or self.purged:
-                keep &= ~self._left_out(b.column("subject").take(pa.array(rows)))
+            check_purged = bool(self.purged) and (
+                not self._purged_from or b.column("seq")[hi - 1].as_py() >= self._purged_from)
+            if self.forgotten or check_purged:
+                keep &= ~self._left_out(b.column("subject").take(pa.array(rows)), check_purged)
             rows = rows[keep]
         if len(rows):
             try:
@@ -388,16 +398,16 @@ class Projector:
         if at is None:
             self.seq = b.column("seq")[hi - 1].as_py()
 
-    def _left_out(self, subjects: pa.Array) -> np.ndarray:
-        """Which of `subjects` are forgotten or purged (nothing about them is projected), each
-        distinct subject checked once (and a subject found neither remembered as such, until a
-        tombstone or a purge adds to the forgotten or purged ones)."""
-        state = (id(self.forgotten), len(self.forgotten), id(self.purged), len(self.purged))
+    def _left_out(self, subjects: pa.Array, check_purged: bool = True) -> np.ndarray:
+        """Which of `subjects` are forgotten or (`check_purged`) purged (nothing about them is
+        projected), each distinct subject checked once (and a subject found neither remembered
+        as such, until a tombstone or a purge adds to the forgotten or purged ones)."""
+        state = (id(self.forgotten), len(self.forgotten), id(self.purged), len(self.purged), check_purged)
         if self._clean_state != state:
             self._clean, self._clean_state = set(), state
         clean = self._clean
         new = [s for s in pc.unique(subjects).to_pylist() if s not in clean]
-        forgotten, purged, was_purged = self.forgotten, self.purged, self._was_purged
+        forgotten, purged, was_purged = self.forgotten, self.purged and check_purged, self._was_purged
         out = [s for s in new if s in forgotten or (purged and was_purged(s))]
         if len(out) < len(new):
             clean.update(new)

@@ -11,6 +11,7 @@ import ctxdb
 from ctxdb import embed
 from ctxdb.embed import MiniLM
 from ctxdb.errors import BadInput
+from ctxdb.items import ItemStore
 
 from conftest import Clock, run_cli
 
@@ -148,3 +149,27 @@ def test_query_receipts_replay_without_the_model(tmp_path):
         rep = db.replay_verify()
         assert rep.ok and rep.receipts == 1
         assert embed.calls.texts == n0
+
+
+def test_replay_verify_without_an_engine_catches_the_item_store_up(store, tmp_path):
+    """A fresh process (no engine built) whose item store is behind the log: replay --verify
+    projects the missing events into the live item store first, then compares at the log's end."""
+    db, cfg = store
+    db.record_decision("bot", db.view("bot"))
+    assert db.wait(timeout=30)
+    db.close()
+    db = ctxdb.open(tmp_path / "db", config=cfg, clock=Clock(), embedder=None, segment_events=4)
+    try:
+        seqs = db.append([status(30 + i, 100 + i, "delivered") for i in range(3)])
+        assert db._engine is None   # appended, never projected in this process
+        r = db.replay_verify()
+        assert r.ok and r.items_identical and r.events == seqs[-1] and r.receipts == r.verified == 1
+        assert db._engine is None   # the replay did not build the live engine
+        assert "Order #100 is delivered." in db.view("bot").text
+    finally:
+        db.close()
+    items = ItemStore(tmp_path / "db" / "items.duckdb", readonly=True)
+    try:
+        assert items.checkpoint()[0] == seqs[-1]
+    finally:
+        items.close()

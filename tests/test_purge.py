@@ -139,6 +139,7 @@ def test_purge_erases_every_trace_and_keeps_everyone_elses_history(tmp_path):
         assert db.wait(timeout=60)
         assert "MARK42-late-zq" not in db.view("bot", auditor="audit").text
         assert db.rebuild()["identical"]
+        assert db.replay_verify().ok   # (a replay checks subjects against the purge from its tombstone on)
     finally:
         db.close()
     db = open_db(tmp_path, NOTES_ONLY, embedder=MiniLM())

@@ -1,0 +1,63 @@
+"""rows_to_versions: item_versions rows (Arrow) to ItemVersions, with the list columns built from
+flat values and offsets; every shape of list column gives what the row-by-row conversion gives."""
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+import pytest
+
+from ctxdb.items import ARROW_SCHEMA, COLUMNS, ItemVersion, _tuples, rows_to_versions
+
+
+def reference(tbl: pa.Table) -> list[ItemVersion]:
+    """The plain conversion: each row to a dict, lists to tuples (NULL -> ())."""
+    out = []
+    for r in tbl.to_pylist():
+        for c in ("tags", "lineage_seqs", "lineage_ids"):
+            r[c] = tuple(r[c] or ())
+        out.append(ItemVersion(**r))
+    return out
+
+
+def table(n: int, shape: str, seed: int = 3) -> pa.Table:
+    rnd = random.Random(seed)
+    rows = []
+    for i in range(n):
+        if shape == "one":       # lineage of a plain rule: one event each
+            k = 1
+        elif shape == "none":
+            k = 0
+        else:                    # summaries: several; some NULL
+            k = rnd.randrange(4)
+        seqs = None if shape == "mixed" and i % 5 == 2 else [rnd.randrange(10**9) for _ in range(k)]
+        rows.append({
+            "vid": i + 1, "key": f"k{i}", "op": "upsert", "subject": f"s{i % 7}", "kind": "fact",
+            "text": "t" * (i % 9), "priority": 0.5, "pinned": bool(i % 2),
+            "tags": None if i % 4 == 1 else [f"tag{j}" for j in range(i % 3)],
+            "time_us": i * 10, "expires_us": None if i % 3 else i, "hash": f"h{i}",
+            "from_seq": i, "to_seq": None if i % 2 else i + 5,
+            "lineage_seqs": seqs, "lineage_ids": None if seqs is None else [f"e{s}" for s in seqs],
+            "rule": "r", "meta": None})
+    return pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)
+
+
+@pytest.mark.parametrize("shape", ["one", "none", "mixed", "many"])
+def test_same_as_row_by_row(shape):
+    t = table(300, shape)
+    assert rows_to_versions(t) == reference(t)
+    # chunked, and a slice (offsets not starting at 0)
+    assert rows_to_versions(pa.concat_tables([t.slice(0, 100), t.slice(100)])) == reference(t)
+    s = t.slice(37, 150)
+    assert rows_to_versions(s) == reference(s)
+    assert rows_to_versions(t.slice(0, 0)) == []
+
+
+def test_tuples_shapes():
+    arr = pa.array([["a"], [], None, ["b", "c"]], pa.list_(pa.string()))
+    assert _tuples(arr) == [("a",), (), (), ("b", "c")]
+    assert _tuples(arr.slice(1)) == [(), (), ("b", "c")]
+    assert _tuples(pa.array([[1], [2]], pa.list_(pa.int64()))) == [(1,), (2,)]
+    assert _tuples(pa.array([[], []], pa.list_(pa.int64()))) == [(), ()]
+    assert _tuples(pa.chunked_array([pa.array([[1, 2]]), pa.array([[3]])])) == [(1, 2), (3,)]
+    assert len(COLUMNS) == len(ARROW_SCHEMA)
