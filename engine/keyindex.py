@@ -31,6 +31,38 @@ def _fmix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> _U(33))
 
 
+SMALL = 16
+_SEP = pa.scalar("\x1f")
+_MASK = (1 << 64) - 1
+_M1I, _M2I, _F1I, _F2I = int(_M1), int(_M2), int(_F1), int(_F2)
+
+
+def _fmix_int(h: int) -> int:
+    h ^= h >> 33
+    h = (h * _F1I) & _MASK
+    h ^= h >> 33
+    h = (h * _F2I) & _MASK
+    return h ^ (h >> 33)
+
+
+def _fingerprint_one(key: bytes) -> tuple[int, int]:
+    """fingerprints() of one key (its UTF-8 bytes), in Python ints: the same words, lanes and
+    finalisation, each step taken modulo 2^64 as NumPy's uint64 arithmetic wraps."""
+    n = len(key)
+    if n > _LONG:
+        d = hashlib.blake2b(key, digest_size=16).digest()
+        return int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little")
+    h1 = (n * _M1I + 0x243F6A8885A308D3) & _MASK
+    h2 = (n * _M2I + 0x13198A2E03707344) & _MASK
+    for j in range(0, n, 8):
+        w = int.from_bytes(key[j:j + 8], "little")  # the last word zero-padded
+        a = ((h1 ^ w) * _M1I) & _MASK
+        h1 = ((a << 31) | (a >> 33)) & _MASK
+        b = ((h2 + w) * _M2I) & _MASK
+        h2 = b ^ (b >> 29)
+    return _fmix_int(h1 ^ (h2 >> 7)), _fmix_int((h2 + h1) & _MASK)
+
+
 def fingerprints(sources: pa.Array, ids: pa.Array) -> np.ndarray:
     """(n, 2) uint64 fingerprints of the keys `source \\x1f id`. Deterministic across processes
     and versions of NumPy/Arrow (it depends only on the UTF-8 bytes of the key).
@@ -40,10 +72,15 @@ def fingerprints(sources: pa.Array, ids: pa.Array) -> np.ndarray:
     over the joined key bytes, so the cost is a few vectorised passes per word of the longest
     key (capped at 256 bytes; longer keys get BLAKE2b)."""
     n = len(ids)
+    if 0 < n < SMALL:  # a live append: Python ints beat ~40 NumPy calls of ~5 us each
+        src, idl = sources.to_pylist(), ids.to_pylist()
+        if None not in src and None not in idl:
+            return np.array([_fingerprint_one(f"{a}\x1f{b}".encode()) for a, b in zip(src, idl)],
+                            dtype=np.uint64).reshape(n, 2)
     out = np.zeros((n, 2), dtype=np.uint64)
     if n == 0:
         return out
-    key = pc.binary_join_element_wise(sources, ids, "\x1f")
+    key = pc.binary_join_element_wise(sources, ids, _SEP)
     key = key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
     bufs = key.buffers()
     large = pa.types.is_large_binary(key.type) or pa.types.is_large_string(key.type)

@@ -118,6 +118,7 @@ class DiskLog(BaseLog):
         self._cached_bytes = 0
         self._txn_start_offset = 0
         self._wal_chunks: list[FrameChunk] = []
+        self._wal_events = 0   # events in _wal_chunks (summed once per change, not per commit)
         self.recovery = Recovery([])
         self._commits = 0
         if not self.path.exists() or not self.path.is_dir():
@@ -170,7 +171,7 @@ class DiskLog(BaseLog):
             if not self.readonly:
                 wal.touch()
                 fsync_dir(self.logdir)
-        self._wal_chunks = []
+        self._wal_chunks, self._wal_events = [], 0
         if wal.exists():
             self._scan_wal(wal, first)
         self._chunks = seg_chunks + list(self._wal_chunks)
@@ -220,6 +221,7 @@ class DiskLog(BaseLog):
         self._wal_fd = _Fd(wal)
         for fr in res.committed:
             self._wal_chunks.append(FrameChunk(fr, self._wal_fd))
+            self._wal_events += fr.count
             b = read_frame_batch(fr, self._wal_fd.fd)
             fp = fingerprints(b.column("source"), b.column("id"))
             self._keys.add(fp, np.arange(fr.first_seq, fr.first_seq + fr.count, dtype=np.int64))
@@ -279,6 +281,7 @@ class DiskLog(BaseLog):
                   for f, c in zip(self._txn_frames, self._txn_cache)]
         self._txn_frames, self._txn_cache = [], []
         self._wal_chunks.extend(chunks)
+        self._wal_events += sum(c.frame.count for c in chunks)
         self._commits += 1  # tokens must grow across WAL files, unlike offsets
         self._queue_publish(self._commits, list(chunks))
         return self._commits
@@ -298,7 +301,7 @@ class DiskLog(BaseLog):
         """After a commit: make it durable and, if the WAL now holds a segment's worth of events
         (and no transaction is open), seal, encoding the segments while the WAL's fdatasync runs
         (the segments are only named by the manifest once the WAL is durable)."""
-        if (self.readonly or sum(c.frame.count for c in self._wal_chunks) < self.segment_events
+        if (self.readonly or self._wal_events < self.segment_events
                 or not self._lock.acquire(blocking=False)):
             self._sync_to(token)
             self._maybe_seal()
@@ -310,7 +313,7 @@ class DiskLog(BaseLog):
         self._sync_to(token)  # done by the seal (a no-op), unless it failed before
 
     def _maybe_seal(self) -> None:
-        if self.readonly or sum(c.frame.count for c in self._wal_chunks) < self.segment_events:
+        if self.readonly or self._wal_events < self.segment_events:
             return
         if not self._lock.acquire(blocking=False):
             return  # a transaction is open; the next commit seals
@@ -389,6 +392,7 @@ class DiskLog(BaseLog):
             self._chunks = ([c for c in self._chunks if not isinstance(c, FrameChunk)] + seg_chunks
                             + carried_chunks)
         self._wal_chunks = list(carried_chunks)
+        self._wal_events = sum(c.frame.count for c in carried_chunks)
         self._cached_bytes = sum(f.raw_length for f, cached in carried if cached is not None)
         return new
 

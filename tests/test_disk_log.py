@@ -33,6 +33,14 @@ def test_reads_span_segments_and_wal(store_path):
         assert st["segments"] >= 2 and st["wal_events"] > 0
         assert [e.seq for e in db.read(from_seq=5, to_seq=30)] == list(range(5, 31))
         assert [e.seq for e in db.read()] == list(range(1, 36))
+        # the WAL's event count (kept per change, read by every commit) matches its frames
+        log = db.log
+        assert log._wal_events == sum(c.frame.count for c in log._wal_chunks) == st["wal_events"]
+    with ctxdb.open(store_path, segment_events=8) as db:  # after recovery's scan of the WAL
+        log = db.log
+        assert log._wal_events == sum(c.frame.count for c in log._wal_chunks) > 0
+        db.append(events(20, start=100))
+        assert log._wal_events == sum(c.frame.count for c in log._wal_chunks) == db.stats()["wal_events"]
 
 
 def test_segments_are_plain_parquet_readable_by_duckdb(store_path):
