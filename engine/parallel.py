@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -234,22 +235,53 @@ def _start_forkserver(ctx) -> None:
                 f.write(_BOOT_SRC % (pkg, os.path.join(os.path.dirname(__file__), "__init__.py"), main_path, main_name))
         except OSError:
             ctx.set_forkserver_preload(mods)
-            fs.ensure_running()
+            with _environ(_worker_env(None)):
+                fs.ensure_running()
             return
         atexit.register(shutil.rmtree, d, True)
         ctx.set_forkserver_preload([_BOOT, *mods])
-        # The forkserver's sys.path is its interpreter's default (3.11 ignores the sys_path it is
-        # given): put the boot module's dir on its PYTHONPATH. If it cannot import it (e.g. -E),
-        # it imports ctxdb.parallel the usual way.
-        old = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = d if not old else d + os.pathsep + old
-        try:
+        with _environ(_worker_env(d)):
             fs.ensure_running()
-        finally:
-            if old is None:
-                del os.environ["PYTHONPATH"]
+
+
+def _worker_env(boot_dir: str | None) -> dict[str, str]:
+    """What the forkserver's environment (and so every decode worker's) adds to this process's:
+    - the boot module's dir on PYTHONPATH: the forkserver's sys.path is its interpreter's
+      default (3.11 ignores the sys_path it is given). If it cannot import it (e.g. -E), it
+      imports ctxdb.parallel the usual way;
+    - Arrow's memory pool jemalloc, where pyarrow has it (and the user chose none): a worker
+      builds and frees Arrow columns range after range, and mimalloc, the default, gives the
+      freed memory back to the kernel, which zeroes it again when it is next faulted in;
+    - one OpenBLAS thread (unless set): workers never call BLAS, and the idle BLAS thread NumPy
+      starts in every process spins for a while first."""
+    env = {}
+    if boot_dir is not None:
+        old = os.environ.get("PYTHONPATH")
+        env["PYTHONPATH"] = boot_dir if not old else boot_dir + os.pathsep + old
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        try:
+            pa.jemalloc_memory_pool()
+            env["ARROW_DEFAULT_MEMORY_POOL"] = "jemalloc"
+        except NotImplementedError:
+            pass
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        env["OPENBLAS_NUM_THREADS"] = "1"
+    return env
+
+
+@contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """os.environ with `env` added, for the moment a child process is started."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                del os.environ[k]
             else:
-                os.environ["PYTHONPATH"] = old
+                os.environ[k] = v
 
 
 def plan(path: str, size: int, max_record: int) -> list[tuple[int, int]] | None:
