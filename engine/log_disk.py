@@ -440,6 +440,7 @@ class DiskLog(BaseLog):
             carried = self._write_carry_over(nxt, chunks, boundary,
                                              commit_at=None if txn is None else txn.recorded_at)
             new = [f.result() for f in futures]
+        fsync_dir(self.logdir)  # the new segments' names, before a manifest names them
         manifest = Manifest(self.manifest.segments + new)
         manifest.save(self.logdir)  # the commit point of the seal
         self.manifest = manifest
@@ -491,6 +492,7 @@ class DiskLog(BaseLog):
 
             with ThreadPoolExecutor(max_workers=2) as pool:
                 new = list(pool.map(one, hit))
+            fsync_dir(self.logdir)  # the new segments' names, before the manifest names them
             out = list(segs)
             for i, sg in zip(hit, new):
                 out[i] = sg

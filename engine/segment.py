@@ -137,6 +137,17 @@ def write_atomic(path: Path, data: bytes | memoryview | pa.Buffer) -> None:
     fsync_dir(path.parent)
 
 
+def write_unnamed(path: Path, data: bytes | memoryview | pa.Buffer) -> None:
+    """Write a file that no manifest names yet (a new segment or key file) in place and fsync it.
+    Until a manifest names it, open() removes it as a leftover of an interrupted seal, so a temp
+    file and a rename would protect nothing; the caller fsyncs the directory once, before it
+    writes the manifest that names the file."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def block_crcs(data: bytes | memoryview | pa.Buffer) -> list[int]:
     mv = memoryview(data)
     return [zlib.crc32(mv[i : i + BLOCK]) for i in range(0, len(mv), BLOCK)] or [0]
@@ -144,7 +155,8 @@ def block_crcs(data: bytes | memoryview | pa.Buffer) -> list[int]:
 
 def write_segment(logdir: Path, table: pa.Table, json_bytes: int, keys: np.ndarray | None = None,
                   gen: int = 0) -> SegmentInfo:
-    """Write one sealed segment (and its key file) durably; returns its manifest entry."""
+    """Write one sealed segment (and its key file) durably, under a name no manifest has named
+    yet; returns its manifest entry. The caller fsyncs `logdir` before a manifest names it."""
     first, last = int(table["seq"][0].as_py()), int(table["seq"][-1].as_py())
     pool = encode_pool()
     sink = pa.BufferOutputStream(pool)
@@ -155,12 +167,12 @@ def write_segment(logdir: Path, table: pa.Table, json_bytes: int, keys: np.ndarr
     )
     buf = sink.getvalue()  # written and checksummed as it is (no copy into a bytes object)
     name = seg_name(first, last, gen)
-    write_atomic(logdir / name, buf)
+    write_unnamed(logdir / name, buf)
     if keys is None:
         keys = _segment_keys(table)
     kname = keys_name(first, last, gen)
     kbytes = _npy_bytes(keys)
-    write_atomic(logdir / kname, kbytes)
+    write_unnamed(logdir / kname, kbytes)
     rec = table["recorded_at"].cast(pa.int64())
     tts = table["time_ts"].cast(pa.int64())
     return SegmentInfo(
