@@ -296,9 +296,10 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
 
     At most two ranges per worker are in flight, bounding memory. This process decodes the
     first HEAD_RANGES ranges itself while the workers start (a worker is forked by a
-    forkserver that first has to start an interpreter and import ctxdb), and later, whenever
-    the next range in file order is not back from a worker yet, the next range nobody has
-    started instead of waiting."""
+    forkserver that first has to start an interpreter and import ctxdb), then, until the first
+    ranges are submitted to the workers, the ranges nobody has taken yet; later, whenever the
+    next range in file order is not back from a worker yet, the next range nobody has started
+    instead of waiting."""
     workers = workers or max(2, os.cpu_count() or 2)
     ctx = mp.get_context("forkserver")
     ship = _ship_dir() if len(spans) > 1 else None
@@ -318,15 +319,28 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
 
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            def fill() -> None:
+            claim_lock = threading.Lock()
+
+            def claim() -> int | None:
+                """Take the next range nobody has taken (for a worker or for this thread)."""
                 nonlocal nxt
-                while len(futures) < 2 * workers and nxt < len(jobs):
-                    futures[nxt] = pool.submit(_work, jobs[nxt])
+                with claim_lock:
+                    if nxt >= len(jobs):
+                        return None
                     nxt += 1
+                    return nxt - 1
+
+            def fill() -> None:
+                while len(futures) < 2 * workers:
+                    j = claim()
+                    if j is None:
+                        return
+                    futures[j] = pool.submit(_work, jobs[j])
 
             # Starting a worker blocks until the forkserver has imported ctxdb: start it and
             # submit the ranges after the head from a thread while this one decodes the head
-            # (and its batches are written).
+            # and, until that thread is done, ranges nobody has taken (and its batches are
+            # written).
             def start() -> None:
                 _start_forkserver(ctx)
                 fill()
@@ -337,16 +351,29 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
                 for i in range(len(jobs)):
                     if i < head:
                         res = run_here(i)
-                    elif i in local:
-                        res = local.pop(i)
                     else:
-                        starter.join()
-                        fut = futures[i]
-                        while not fut.done() and nxt < len(jobs) and not local:
-                            local[nxt] = run_here(nxt)
-                            nxt += 1
-                        res = fut.result()
-                        del futures[i]
+                        # The workers are still starting: decode here what nobody has taken
+                        # (range i itself, or up to HEAD_RANGES ahead if the starter took it).
+                        while (i not in local and i not in futures and starter.is_alive()
+                               and len(local) < HEAD_RANGES):
+                            j = claim()
+                            if j is None:
+                                break
+                            local[j] = run_here(j)
+                        if i in local:
+                            res = local.pop(i)
+                        else:
+                            starter.join()
+                            if i not in futures:  # nobody has taken it yet
+                                fill()
+                            fut = futures[i]
+                            while not fut.done() and not local:
+                                j = claim()
+                                if j is None:
+                                    break
+                                local[j] = run_here(j)
+                            res = fut.result()
+                            del futures[i]
                     if not starter.is_alive():
                         fill()
                     n_lines, item, err = res
