@@ -264,8 +264,7 @@ class DiskLog(BaseLog):
         # hint: every frame once the WAL holds a full segment's worth of events before it is
         # written RAW (the seal then re-encodes the RAW frames of the remainder compressed).
         ipc = batch.ipc if batch.ipc is not None and batch.ipc.size else None
-        if ipc is None:
-            ipc = ipc_stream(batch.table)
+        size = ipc.size if ipc is not None else batch.table.nbytes  # the IPC stream's, about
         base = self.manifest.last_seq + 1
         end = first_seq + len(batch)
         if self._expect_end is not None:
@@ -273,15 +272,17 @@ class DiskLog(BaseLog):
             raw = end <= base + (expect - base) // self.segment_events * self.segment_events
         else:
             raw = first_seq >= base + self.segment_events
-        raw = raw and ipc.size <= MAX_RAW_FRAME
-        if raw and self._expect_end is not None and self._cached_bytes + ipc.size <= CACHE_BYTES:
+        raw = raw and size <= MAX_RAW_FRAME
+        if raw and self._expect_end is not None and self._cached_bytes + size <= CACHE_BYTES:
             # The commit will seal these events (the hint says the transaction reaches the
             # boundary after them): hold them in memory; the commit is then a seal (see
             # _commit_by_seal), and the segments are their first durable copy.
-            self._txn_frames.append(Frame("", HELD, 0, ipc.size, first_seq, len(batch), RAW, 0, batch.json_bytes))
+            self._txn_frames.append(Frame("", HELD, 0, size, first_seq, len(batch), RAW, 0, batch.json_bytes))
             self._txn_cache.append(batch.table)
-            self._cached_bytes += ipc.size
+            self._cached_bytes += size
             return
+        if ipc is None:
+            ipc = ipc_stream(batch.table)
         payload, raw_len = encode_payload(batch.table, raw=raw, ipc=ipc)
         flags = RAW if raw else 0
         head = frame_header(payload, raw_len, first_seq, len(batch), flags=flags, json_bytes=batch.json_bytes)
