@@ -151,7 +151,12 @@ class Transaction:
         try:
             recorded = max(log._clock(), log._last_recorded)
             log._last_recorded = recorded
-            token = log._write_commit(recorded)
+            try:
+                token = log._write_commit(recorded, self._pending)
+            except BaseException:  # nothing of it is committed: give its seqs back
+                log._rollback(self.start_seq)
+                log._next_seq = self.start_seq
+                raise
             log._keys.add_index(self._pending)
             self.result.recorded_at = utc_from_micros(recorded)
         finally:
@@ -203,8 +208,10 @@ class BaseLog:
     def _write(self, batch: Batch, first_seq: int) -> None:
         raise NotImplementedError
 
-    def _write_commit(self, recorded_at: int) -> int:
-        """Write the commit record of the open transaction; return a position token."""
+    def _write_commit(self, recorded_at: int, keys: KeyIndex) -> int:
+        """Write the commit record of the open transaction; return a position token. `keys`
+        holds the transaction's idempotency keys (not yet in the log's index). If this raises,
+        nothing of the transaction is committed (the caller rolls it back)."""
         raise NotImplementedError
 
     def _sync(self) -> None:
@@ -428,7 +435,7 @@ class MemoryLog(BaseLog):
     def _write(self, batch: Batch, first_seq: int) -> None:
         self._pending.append((batch.table, first_seq))
 
-    def _write_commit(self, recorded_at: int) -> int:
+    def _write_commit(self, recorded_at: int, keys: KeyIndex) -> int:
         chunks: list[Chunk] = [TableChunk(t, s, recorded_at) for t, s in self._pending]
         self._pending = []
         self._token += 1

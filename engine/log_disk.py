@@ -10,6 +10,15 @@ segments are written beside the WAL and made durable, then the manifest names th
 WAL is started and the old one deleted. On open, segment files the manifest does not name are
 leftovers of an interrupted seal (their events are still in the WAL) and are removed; WAL files the
 manifest already covers are removed too.
+
+A transaction that says where it will end (a file ingest's size hint) and reaches a segment
+boundary is committed *by* a seal: its frames that the seal will turn into segments are held in
+memory instead of being written to the WAL (they would be written, fsync'd and deleted again
+moments later). Its commit writes the segments, then the new WAL with the rest of the
+transaction and its COMMIT frame, then the manifest, which is its commit point: a crash before
+the manifest leaves unnamed segments, a second WAL and an uncommitted tail in the old WAL, all
+removed by open, so nothing of the transaction appears; after it, all of it does. The commit
+returns only once the manifest is durable.
 """
 from __future__ import annotations
 
@@ -36,6 +45,7 @@ _WAL_RE = re.compile(r"^wal-(\d{20})\.log$")
 DEFAULT_SEGMENT_EVENTS = 262_144
 CACHE_BYTES = 512 << 20  # uncompressed WAL batches kept in memory until sealed
 MAX_RAW_FRAME = 256 << 20  # larger payloads are compressed even when about to be sealed
+HELD = -1  # Frame.offset of a frame held in memory, not written to the WAL (see _write)
 
 
 def wal_name(first_seq: int) -> str:
@@ -56,6 +66,9 @@ class _Fd:
 
 
 class FrameChunk(Chunk):
+    """A WAL frame's events; or, with frame.offset == HELD, a batch of an open transaction held
+    in memory only (its commit seals it; it is never visible as a FrameChunk)."""
+
     def __init__(self, frame: Frame, fd: _Fd, cached: pa.RecordBatch | None = None) -> None:
         self.frame, self._fd = frame, fd
         self.first_seq, self.last_seq = frame.first_seq, frame.last_seq
@@ -117,6 +130,7 @@ class DiskLog(BaseLog):
         self._txn_cache: list[pa.RecordBatch | None] = []
         self._cached_bytes = 0
         self._txn_start_offset = 0
+        self._commit_error: BaseException | None = None  # see _commit_by_seal
         self._wal_chunks: list[FrameChunk] = []
         self._wal_events = 0   # events in _wal_chunks (summed once per change, not per commit)
         self.recovery = Recovery([])
@@ -244,15 +258,15 @@ class DiskLog(BaseLog):
         assert self._writer is not None
         if not self._txn_frames:
             self._txn_start_offset = self._writer.size
-        # Events the commit will seal into Parquet are written as the IPC stream as is (RAW):
-        # compressing them would be work thrown away. With a hint of where the transaction will
-        # end, those are the frames before the last segment boundary it reaches (the remainder,
-        # carried over to the next WAL, is compressed now rather than re-encoded by the seal).
-        # Without one: every frame once the WAL holds a full segment's worth of events before it
-        # (the seal then re-encodes the RAW frames of the remainder compressed).
+        # Events the commit will seal into Parquet are not compressed: that would be work thrown
+        # away. With a hint of where the transaction will end, those are the frames before the
+        # last segment boundary it reaches (the remainder, carried over to the next WAL, is
+        # compressed now rather than re-encoded by the seal); they are held in memory (below)
+        # while the cache budget allows, else written as the IPC stream as is (RAW). Without a
+        # hint: every frame once the WAL holds a full segment's worth of events before it is
+        # written RAW (the seal then re-encodes the RAW frames of the remainder compressed).
         ipc = batch.ipc if batch.ipc is not None and batch.ipc.size else None
-        if ipc is None:
-            ipc = ipc_stream(batch.table)
+        size = ipc.size if ipc is not None else batch.table.nbytes  # the IPC stream's, about
         base = self.manifest.last_seq + 1
         end = first_seq + len(batch)
         if self._expect_end is not None:
@@ -260,7 +274,17 @@ class DiskLog(BaseLog):
             raw = end <= base + (expect - base) // self.segment_events * self.segment_events
         else:
             raw = first_seq >= base + self.segment_events
-        raw = raw and ipc.size <= MAX_RAW_FRAME
+        raw = raw and size <= MAX_RAW_FRAME
+        if raw and self._expect_end is not None and self._cached_bytes + size <= CACHE_BYTES:
+            # The commit will seal these events (the hint says the transaction reaches the
+            # boundary after them): hold them in memory; the commit is then a seal (see
+            # _commit_by_seal), and the segments are their first durable copy.
+            self._txn_frames.append(Frame("", HELD, 0, size, first_seq, len(batch), RAW, 0, batch.json_bytes))
+            self._txn_cache.append(batch.table)
+            self._cached_bytes += size
+            return
+        if ipc is None:
+            ipc = ipc_stream(batch.table)
         payload, raw_len = encode_payload(batch.table, raw=raw, ipc=ipc)
         flags = RAW if raw else 0
         head = frame_header(payload, raw_len, first_seq, len(batch), flags=flags, json_bytes=batch.json_bytes)
@@ -271,8 +295,10 @@ class DiskLog(BaseLog):
         self._txn_cache.append(batch.table if keep else None)
         self._cached_bytes += raw_len if keep else 0
 
-    def _write_commit(self, recorded_at: int) -> int:
+    def _write_commit(self, recorded_at: int, keys: KeyIndex) -> int:
         assert self._writer is not None
+        if any(f.offset == HELD for f in self._txn_frames):
+            return self._commit_by_seal(recorded_at, keys)
         data = encode_frame(b"", 0, self._next_seq, 0, flags=COMMIT, recorded_at=recorded_at)
         self._writer.write(data)
         if self._wal_fd is None:
@@ -284,6 +310,34 @@ class DiskLog(BaseLog):
         self._wal_events += sum(c.frame.count for c in chunks)
         self._commits += 1  # tokens must grow across WAL files, unlike offsets
         self._queue_publish(self._commits, list(chunks))
+        return self._commits
+
+    def _commit_by_seal(self, recorded_at: int, keys: KeyIndex) -> int:
+        """Commit the open transaction, some of whose frames are held in memory, by sealing:
+        every held frame (and everything before it) goes into segments, the rest of the
+        transaction into the new WAL, followed by its COMMIT frame; the manifest is the commit
+        point (see the module docstring). On an error nothing is committed; the caller rolls
+        the transaction back (its frames are kept until then)."""
+        assert self._writer is not None
+        if self._wal_fd is None:
+            self._wal_fd = _Fd(self._writer.path)
+        txn = _SealTxn([FrameChunk(_committed(f, recorded_at), self._wal_fd, c)
+                        for f, c in zip(self._txn_frames, self._txn_cache)], keys, recorded_at)
+        self._sync_to(self._commits)  # earlier commits still waiting for their fsync
+        try:
+            self._seal(False, False, txn)
+        except BaseException as exc:
+            if self.manifest.last_seq < txn.chunks[0].first_seq:
+                raise  # the manifest does not name it: nothing is committed
+            # Committed (the manifest is durable) but a step after it failed: the transaction
+            # must not be rolled back; the error is raised once the commit is done.
+            self._commit_error = exc
+        self._txn_frames, self._txn_cache = [], []
+        self._commits += 1
+        with self._sync_lock:  # durable and visible already: nothing left for _sync_to
+            self._synced_token = self._commits
+        with self._changed:
+            self._changed.notify_all()
         return self._commits
 
     def _sync(self) -> None:
@@ -301,6 +355,9 @@ class DiskLog(BaseLog):
         """After a commit: make it durable and, if the WAL now holds a segment's worth of events
         (and no transaction is open), seal, encoding the segments while the WAL's fdatasync runs
         (the segments are only named by the manifest once the WAL is durable)."""
+        err, self._commit_error = self._commit_error, None
+        if err is not None:
+            raise err
         if (self.readonly or self._wal_events < self.segment_events
                 or not self._lock.acquire(blocking=False)):
             self._sync_to(token)
@@ -347,12 +404,20 @@ class DiskLog(BaseLog):
             finally:
                 self._sync_to(self._commits)  # a no-op unless the seal stopped before its sync
 
-    def _seal(self, force: bool, sync_late: bool) -> list[SegmentInfo]:
+    def _seal(self, force: bool, sync_late: bool, txn: _SealTxn | None = None) -> list[SegmentInfo]:
+        """`txn`: the open transaction, committed by this seal (_commit_by_seal): its chunks
+        follow the committed ones, all of its held frames are sealed (if the size hint was too
+        high, the last segment is shorter), and the new WAL ends with its COMMIT frame."""
         chunks = list(self._wal_chunks)
-        if not chunks or self._txn_frames:
+        if txn is None and (not chunks or self._txn_frames):
             return []
+        if txn is not None:
+            chunks += txn.chunks
         total = sum(c.frame.count for c in chunks)
         full = total if force else total // self.segment_events * self.segment_events
+        if txn is not None:
+            held_end = max(c.last_seq for c in txn.chunks if c.frame.offset == HELD)
+            full = max(full, held_end - chunks[0].first_seq + 1)
         if not full:
             return []
         first_seq = chunks[0].first_seq
@@ -367,15 +432,19 @@ class DiskLog(BaseLog):
             jobs.append((part, _json_share(sealed, lo, hi), lo, hi))
         nxt = self.logdir / wal_name(boundary)
 
+        indexes = [self._keys] if txn is None else [self._keys, txn.keys]
+
         def write(part: pa.Table, json_bytes: int, lo: int, hi: int) -> SegmentInfo:
-            return write_segment(self.logdir, part, json_bytes, self._keys.export(lo, hi))
+            return write_segment(self.logdir, part, json_bytes, _export_keys(indexes, lo, hi))
 
         with ThreadPoolExecutor(max_workers=min(len(jobs), 4)) as pool:
             futures = [pool.submit(write, *job) for job in jobs]
             if sync_late:
                 self._sync_to(self._commits)
-            carried = self._write_carry_over(nxt, chunks, boundary)
+            carried = self._write_carry_over(nxt, chunks, boundary,
+                                             commit_at=None if txn is None else txn.recorded_at)
             new = [f.result() for f in futures]
+        fsync_dir(self.logdir)  # the new segments' names, before a manifest names them
         manifest = Manifest(self.manifest.segments + new)
         manifest.save(self.logdir)  # the commit point of the seal
         self.manifest = manifest
@@ -428,6 +497,7 @@ class DiskLog(BaseLog):
 
             with ThreadPoolExecutor(max_workers=2) as pool:
                 new = list(pool.map(one, hit))
+            fsync_dir(self.logdir)  # the new segments' names, before the manifest names them
             out = list(segs)
             for i, sg in zip(hit, new):
                 out[i] = sg
@@ -444,13 +514,17 @@ class DiskLog(BaseLog):
                                [c for c in self._chunks if isinstance(c, FrameChunk)]
             return old, new
 
-    def _write_carry_over(self, path: Path, chunks: list[FrameChunk], boundary: int
-                          ) -> list[tuple[Frame, pa.RecordBatch | None]]:
+    def _write_carry_over(self, path: Path, chunks: list[FrameChunk], boundary: int, *,
+                          commit_at: int | None = None) -> list[tuple[Frame, pa.RecordBatch | None]]:
         """Write the committed frames from seq `boundary` on into a new WAL (fsync'd): the part of
         a frame straddling the boundary is re-encoded as a data frame, and everything after that
         frame (the rest of its transaction, its COMMIT frame, later transactions) is copied
         verbatim from the old WAL, every frame checked against its checksum on the way, except
-        RAW frames, which are re-encoded compressed."""
+        RAW frames, which are re-encoded compressed.
+
+        `commit_at`: the frames at the end of the old WAL are an open transaction committed by
+        this seal (none of them held, all after the boundary): a COMMIT frame with that
+        recorded_at follows them."""
         assert self._writer is not None and self._wal_fd is not None
         w = WalWriter(path)
         frames: list[tuple[Frame, pa.RecordBatch | None]] = []
@@ -509,6 +583,8 @@ class DiskLog(BaseLog):
                 if expect != chunks[-1].last_seq + 1:
                     raise CorruptionError(f"the WAL's frames end at seq {expect - 1}, expected {chunks[-1].last_seq}",
                                           file=str(self._writer.path))
+                if commit_at is not None:
+                    w.write(encode_frame(b"", 0, expect, 0, flags=COMMIT, recorded_at=commit_at))
             w.sync()
         except BaseException:
             w.close()
@@ -604,6 +680,26 @@ def _json_share(chunks: list[FrameChunk], lo: int, hi: int) -> int:
         if a <= b:
             total += c.frame.json_bytes * (b - a + 1) // c.frame.count
     return total
+
+
+@dataclass
+class _SealTxn:
+    """An open transaction that a seal commits (DiskLog._commit_by_seal)."""
+
+    chunks: list[FrameChunk]  # its frames, held or in the WAL, with its recorded_at
+    keys: KeyIndex  # its idempotency keys (the log's index gets them once it is committed)
+    recorded_at: int
+
+
+def _export_keys(indexes: list[KeyIndex], lo: int, hi: int) -> np.ndarray:
+    """The (hi, lo, seq) key rows of seqs lo..hi from several indexes, sorted by hi."""
+    parts = [p for p in (k.export(lo, hi) for k in indexes) if len(p)]
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return np.zeros((0, 3), np.uint64)
+    rows = np.concatenate(parts)
+    return rows[np.argsort(rows[:, 0], kind="stable")]
 
 
 def _committed(f: Frame, recorded_at: int) -> Frame:

@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -234,22 +235,53 @@ def _start_forkserver(ctx) -> None:
                 f.write(_BOOT_SRC % (pkg, os.path.join(os.path.dirname(__file__), "__init__.py"), main_path, main_name))
         except OSError:
             ctx.set_forkserver_preload(mods)
-            fs.ensure_running()
+            with _environ(_worker_env(None)):
+                fs.ensure_running()
             return
         atexit.register(shutil.rmtree, d, True)
         ctx.set_forkserver_preload([_BOOT, *mods])
-        # The forkserver's sys.path is its interpreter's default (3.11 ignores the sys_path it is
-        # given): put the boot module's dir on its PYTHONPATH. If it cannot import it (e.g. -E),
-        # it imports ctxdb.parallel the usual way.
-        old = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = d if not old else d + os.pathsep + old
-        try:
+        with _environ(_worker_env(d)):
             fs.ensure_running()
-        finally:
-            if old is None:
-                del os.environ["PYTHONPATH"]
+
+
+def _worker_env(boot_dir: str | None) -> dict[str, str]:
+    """What the forkserver's environment (and so every decode worker's) adds to this process's:
+    - the boot module's dir on PYTHONPATH: the forkserver's sys.path is its interpreter's
+      default (3.11 ignores the sys_path it is given). If it cannot import it (e.g. -E), it
+      imports ctxdb.parallel the usual way;
+    - Arrow's memory pool jemalloc, where pyarrow has it (and the user chose none): a worker
+      builds and frees Arrow columns range after range, and mimalloc, the default, gives the
+      freed memory back to the kernel, which zeroes it again when it is next faulted in;
+    - one OpenBLAS thread (unless set): workers never call BLAS, and the idle BLAS thread NumPy
+      starts in every process spins for a while first."""
+    env = {}
+    if boot_dir is not None:
+        old = os.environ.get("PYTHONPATH")
+        env["PYTHONPATH"] = boot_dir if not old else boot_dir + os.pathsep + old
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        try:
+            pa.jemalloc_memory_pool()
+            env["ARROW_DEFAULT_MEMORY_POOL"] = "jemalloc"
+        except NotImplementedError:
+            pass
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        env["OPENBLAS_NUM_THREADS"] = "1"
+    return env
+
+
+@contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """os.environ with `env` added, for the moment a child process is started."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                del os.environ[k]
             else:
-                os.environ["PYTHONPATH"] = old
+                os.environ[k] = v
 
 
 def plan(path: str, size: int, max_record: int) -> list[tuple[int, int]] | None:
@@ -264,9 +296,10 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
 
     At most two ranges per worker are in flight, bounding memory. This process decodes the
     first HEAD_RANGES ranges itself while the workers start (a worker is forked by a
-    forkserver that first has to start an interpreter and import ctxdb), and later, whenever
-    the next range in file order is not back from a worker yet, the next range nobody has
-    started instead of waiting."""
+    forkserver that first has to start an interpreter and import ctxdb), then, until the first
+    ranges are submitted to the workers, the ranges nobody has taken yet; later, whenever the
+    next range in file order is not back from a worker yet, the next range nobody has started
+    instead of waiting."""
     workers = workers or max(2, os.cpu_count() or 2)
     ctx = mp.get_context("forkserver")
     ship = _ship_dir() if len(spans) > 1 else None
@@ -286,15 +319,28 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
 
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            def fill() -> None:
+            claim_lock = threading.Lock()
+
+            def claim() -> int | None:
+                """Take the next range nobody has taken (for a worker or for this thread)."""
                 nonlocal nxt
-                while len(futures) < 2 * workers and nxt < len(jobs):
-                    futures[nxt] = pool.submit(_work, jobs[nxt])
+                with claim_lock:
+                    if nxt >= len(jobs):
+                        return None
                     nxt += 1
+                    return nxt - 1
+
+            def fill() -> None:
+                while len(futures) < 2 * workers:
+                    j = claim()
+                    if j is None:
+                        return
+                    futures[j] = pool.submit(_work, jobs[j])
 
             # Starting a worker blocks until the forkserver has imported ctxdb: start it and
             # submit the ranges after the head from a thread while this one decodes the head
-            # (and its batches are written).
+            # and, until that thread is done, ranges nobody has taken (and its batches are
+            # written).
             def start() -> None:
                 _start_forkserver(ctx)
                 fill()
@@ -305,16 +351,29 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
                 for i in range(len(jobs)):
                     if i < head:
                         res = run_here(i)
-                    elif i in local:
-                        res = local.pop(i)
                     else:
-                        starter.join()
-                        fut = futures[i]
-                        while not fut.done() and nxt < len(jobs) and not local:
-                            local[nxt] = run_here(nxt)
-                            nxt += 1
-                        res = fut.result()
-                        del futures[i]
+                        # The workers are still starting: decode here what nobody has taken
+                        # (range i itself, or up to HEAD_RANGES ahead if the starter took it).
+                        while (i not in local and i not in futures and starter.is_alive()
+                               and len(local) < HEAD_RANGES):
+                            j = claim()
+                            if j is None:
+                                break
+                            local[j] = run_here(j)
+                        if i in local:
+                            res = local.pop(i)
+                        else:
+                            starter.join()
+                            if i not in futures:  # nobody has taken it yet
+                                fill()
+                            fut = futures[i]
+                            while not fut.done() and not local:
+                                j = claim()
+                                if j is None:
+                                    break
+                                local[j] = run_here(j)
+                            res = fut.result()
+                            del futures[i]
                     if not starter.is_alive():
                         fill()
                     n_lines, item, err = res

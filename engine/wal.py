@@ -18,7 +18,8 @@ A WAL file `log/wal-<first_seq>.log` is a sequence of frames:
                   with RAW, the IPC stream as is
 
 RAW frames hold events that are about to be sealed into Parquet (see log_disk.py): compressing
-them would be work thrown away at the seal, which re-encodes any RAW frame it carries over.
+them would be work thrown away at the seal, which re-encodes any RAW frame it carries over. (A
+transaction that a seal commits keeps such events out of the WAL altogether; see log_disk.py.)
 
 A transaction is a run of frames ending with a COMMIT frame; its events become visible, all with
 the COMMIT frame's recorded_at, only when that frame is durable. Recovery keeps every committed

@@ -13,7 +13,7 @@ import ctxdb
 import ctxdb.log
 from ctxdb.codec import build_batch, envelopes_from_objects
 from ctxdb.log_disk import DiskLog
-from ctxdb.wal import HEADER_SIZE, RAW, scan
+from ctxdb.wal import HEADER_SIZE, RAW, scan, verify_frames
 
 from conftest import events, write_ndjson
 
@@ -153,22 +153,26 @@ def _hinted_txn(log: DiskLog, frames: int, size: int, expect_total: int) -> None
             txn.add(_batch(size, size * k), expect_more=max(0, expect_total - size * (k + 1)))
 
 
-def test_with_a_size_hint_only_frames_that_will_be_sealed_are_raw(tmp_path, monkeypatch):
+def test_with_a_size_hint_frames_that_will_be_sealed_never_reach_the_wal(tmp_path):
     # 1..28 in frames of 7, the transaction saying where it will end: the commit will seal
-    # 1..20, so 1..14 are RAW from the start, the frame straddling 20 and the remainder are
-    # compressed as they are written (nothing for the seal to re-encode but the straddler's tail)
+    # 1..20, so 1..14 are held in memory (never written to the WAL: the commit seals them), the
+    # frame straddling 20 and the remainder are compressed as they are written (nothing for the
+    # seal to re-encode but the straddler's tail). No frame is RAW.
     path = tmp_path / "s"
     log = DiskLog(path, segment_events=SEG)
-    _no_seal(monkeypatch)
-    _hinted_txn(log, frames=4, size=7, expect_total=28)
-    assert _flags(path, 1) == [(1, 7, RAW), (8, 7, RAW), (15, 7, 0), (22, 7, 0)]
-    monkeypatch.undo()
+    with log.transaction() as txn:
+        for k in range(4):
+            txn.add(_batch(7, 7 * k), expect_more=max(0, 28 - 7 * (k + 1)))
+        wal = _wal(path).read_bytes()
+        heads = [(f.first_seq, f.count, f.flags & RAW) for _, f in verify_frames(wal, 0, "wal")]
+        assert heads == [(15, 7, 0), (22, 7, 0)]  # uncommitted yet; 1..14 only in memory
     want = _rows(ctxdb.Store(log))
-    log.seal()
+    assert [r[0] for r in want] == list(range(1, 29))
+    assert log.stats()["segments"] == 2
     assert _flags(path, 21) == [(21, 1, 0), (22, 7, 0)]
     log.close()
     with ctxdb.open(path, segment_events=SEG) as db:
-        assert _rows(db) == want and [r[0] for r in want] == list(range(1, 29))
+        assert _rows(db) == want and not db.recovery
 
 
 @pytest.mark.parametrize("expect_total", [0, 5, 40, 1000])
