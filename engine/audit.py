@@ -23,10 +23,8 @@ import msgspec
 
 from .access import SYSTEM_AUDITOR
 from .errors import BadInput, CtxdbError
-from .items import ItemStore
-from .projector import DECISION_TYPE, Projector
-from .rebuild import replay_into
-from .erase import purged_stubs
+from .projector import DECISION_TYPE
+from .rebuild import fresh_projector, replay_into
 
 if TYPE_CHECKING:
     from .live import Views
@@ -225,12 +223,11 @@ def replay_verify(store: "Store", progress: Callable[[int, int], None] | None = 
     t0 = time.perf_counter()
     log = store.log
     receipts = list(log.read(type=DECISION_TYPE))
-    with _live_items(store, needs_semantic=any(_has_query(ev) for ev in receipts)) as (items, end, semantic, digest):
+    with _live_items(store, needs_semantic=any(_has_query(ev) for ev in receipts)) as (end, semantic, digest):
         receipts = [ev for ev in receipts if ev.seq <= end]
-        scratch = ItemStore(None, atrest=log.atrest)
+        proj = fresh_projector(store, None)  # knows every purge of the log from the start
+        scratch = proj.items
         try:
-            proj = Projector(scratch, store._python_rules, stub_subject=store._salt.stub_subject,
-                             purged=purged_stubs(log))
             # receipts read the scratch store and the projector's policies, never its current versions
             replay_into(proj, log, end, progress, keep_projector=False)
             views = Views(log, scratch, proj, live=False, semantic=semantic)
@@ -257,7 +254,7 @@ def _has_query(ev) -> bool:
 
 @contextmanager
 def _live_items(store: "Store", *, needs_semantic: bool):
-    """(live item store, the seq it is projected to, the semantic layer, a function returning
+    """(the seq the live item store is projected to, the semantic layer, a function returning
     the live store's digest at that seq) for the time of a compliance replay.
 
     Without an engine in this process (a `ctxdb replay --verify`, or right after a purge), the
@@ -270,33 +267,24 @@ def _live_items(store: "Store", *, needs_semantic: bool):
     used, its digest taken first, under its projection lock."""
     from .live import Views
 
-    def of_engine():
-        live = store._views()
-        with live._lock:
-            live.catch_up()
-            live.persist()
-            end, d_live = live.projector.seq, live.items.digest()
-        return live.items, end, live.semantic, lambda: d_live
-
-    if store._engine is not None or needs_semantic or store.readonly or store.path is None:
-        yield of_engine()
-        return
-    with store._engine_lock:
-        if store._engine is not None:  # built by another thread meanwhile
-            yield of_engine()
-            return
-        items = store._open_items()
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxdb-live-digest")
-        try:
-            if items.checkpoint()[0] < store.log.last_seq:
-                v = Views(store.log, items, Projector(items, store._python_rules, stub_subject=store._salt.stub_subject),
-                          live=False)
-                v.catch_up(refresh=False)   # (no agent's view is assembled)
-                v.persist()
-            end = items.checkpoint()[0]
-            fut = pool.submit(items.digest)
-            yield items, end, None, fut.result
-            fut.result()
-        finally:
-            pool.shutdown(wait=True)
-            items.close()
+    if not (needs_semantic or store.readonly or store.path is None):
+        with store._engine_lock:  # (re-entrant: _views below may take it too)
+            if store._engine is None:
+                items = store._open_items()
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxdb-live-digest")
+                try:
+                    if items.checkpoint()[0] < store.log.last_seq:
+                        v = Views(store.log, items, store._projector(items), live=False)
+                        v.catch_up(refresh=False)   # (no agent's view is assembled)
+                        v.persist()
+                    yield items.checkpoint()[0], None, pool.submit(items.digest).result
+                finally:
+                    pool.shutdown(wait=True)
+                    items.close()
+                return
+    live = store._views()
+    with live._lock:
+        live.catch_up()
+        live.persist()
+        end, d_live = live.projector.seq, live.items.digest()
+    yield end, live.semantic, lambda: d_live

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from .errors import BadInput
 from .events import CE_FIELDS, CORE_FIELDS, Envelope, LeanEnvelope
-from .keyindex import fingerprints
+from .keyindex import SMALL_BATCH, fingerprints  # (SMALL_BATCH: small batches are checked in Python)
 
 #: Columns of a batch as written to the WAL (segments add `seq` and `recorded_at` in front).
 BATCH_SCHEMA = pa.schema(
@@ -40,8 +40,6 @@ BATCH_SCHEMA = pa.schema(
 RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 _RFC3339 = re.compile(RFC3339)
 _RFC3339_ARROW = re.compile(RFC3339[:-1] + r"\Z", re.ASCII)  # as Arrow's RE2 reads RFC3339
-#: batches below this many rows are checked in Python (each pyarrow compute call costs ~0.1 ms)
-SMALL_BATCH = 16
 _DEC = msgspec.json.Decoder(Envelope)
 
 

@@ -434,7 +434,6 @@ def _rewrite_receipt(data: str, keys: dict[str, str], salt: Salt, purged_at: int
 def _build_items(store: "Store", plan: dict[str, Any], stub_subject: str) -> int:
     """Write the item store without the subject to ITEMS_TMP; returns its versions dropped."""
     from .items import SELECT_COLS, ItemStore
-    from .projector import Projector
     from .rebuild import replay_into
     from .snapshot import ITEMS_FILE
 
@@ -464,7 +463,7 @@ def _build_items(store: "Store", plan: dict[str, Any], stub_subject: str) -> int
         if plan["items_path"] == "replay":
             fresh.copy_token_counts_from(src)
             fresh._con.execute("DELETE FROM token_counts WHERE list_contains(?::VARCHAR[], hash)", [plan["hashes"]])
-            proj = Projector(fresh, store._python_rules, stub_subject=store._salt.stub_subject, purged=purged)
+            proj = store._projector(fresh, purged)
             replay_into(proj, store.log, min(end, store.log.last_seq))
         else:
             con = fresh._con

@@ -31,7 +31,9 @@ def _fmix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> _U(33))
 
 
-SMALL = 16
+#: batches below this many rows are handled in Python (each NumPy or pyarrow call costs ~5-100 us);
+#: codec and fastrules use the same threshold
+SMALL_BATCH = 16
 _SEP = pa.scalar("\x1f")
 _MASK = (1 << 64) - 1
 _M1I, _M2I, _F1I, _F2I = int(_M1), int(_M2), int(_F1), int(_F2)
@@ -72,7 +74,7 @@ def fingerprints(sources: pa.Array, ids: pa.Array) -> np.ndarray:
     over the joined key bytes, so the cost is a few vectorised passes per word of the longest
     key (capped at 256 bytes; longer keys get BLAKE2b)."""
     n = len(ids)
-    if 0 < n < SMALL:  # a live append: Python ints beat ~40 NumPy calls of ~5 us each
+    if 0 < n < SMALL_BATCH:  # a live append: Python ints beat ~40 NumPy calls of ~5 us each
         src, idl = sources.to_pylist(), ids.to_pylist()
         if None not in src and None not in idl:
             return np.array([_fingerprint_one(f"{a}\x1f{b}".encode()) for a, b in zip(src, idl)],

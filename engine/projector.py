@@ -25,7 +25,7 @@ Positions: every write carries the checkpoint (the last seq projected), in one D
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import itemgetter
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator
@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from .config import Config, Rule, default_config, from_dict, glob_match, parse_duration
 from .errors import ConfigError
 from .events import Event, utc_from_micros
-from .items import ARROW_SCHEMA, ItemStore, ItemVersion, Policy, WriteBatch
+from .items import ARROW_SCHEMA, ItemStore, ItemVersion, Policy, WriteBatch, rows_to_versions
 from .fastrules import (ArrowBatch, Batch, FastRule, compile_rule, render_row, seal, seal_many, seal_rows,
                         time_strings)
 from .template import EventContext, MissingField
@@ -660,7 +660,7 @@ class Projector:
         want = np.array(vids, dtype=np.int64)
         out: list = [None] * len(vids)
         for i, tbl in self._rows_of(want):
-            for j, v in zip(i.tolist(), _versions(tbl)):
+            for j, v in zip(i.tolist(), rows_to_versions(tbl)):
                 out[j] = v
         return out
 
@@ -1019,23 +1019,6 @@ class Projector:
         if self.llm_open.pop(key, None) is not None:
             wb.meta["llm_open"] = msgspec.json.encode(self.llm_open).decode()
 
-
-
-def _versions(tbl: pa.Table) -> list[ItemVersion]:
-    """The ItemVersions of rows of ARROW_SCHEMA (items.rows_to_versions, column by column)."""
-    tbl = tbl.combine_chunks()
-    cols: list[list] = []
-    for f in ARROW_SCHEMA:
-        col = tbl.column(f.name)
-        if pa.types.is_list(f.type):  # tuples, from the flat values (to_pylist of lists is slow)
-            arr = col.chunk(0) if col.num_chunks else pa.array([], f.type)
-            off = arr.offsets.to_numpy().tolist()       # (a null list is empty: rows_to_versions)
-            base = off[0]
-            vals = arr.values.slice(base, off[-1] - base).to_pylist()
-            cols.append([tuple(vals[a - base:b - base]) for a, b in zip(off, off[1:])])
-        else:
-            cols.append(col.to_pylist())
-    return [ItemVersion(*row) for row in zip(*cols)]
 
 
 class _KeyState:

@@ -69,8 +69,7 @@ def fresh_projector(store: "Store", target: "Path | None", purged: set[str] | No
     live = None if store.path is None else store.path / ITEMS_FILE
     if target is not None and live is not None and live.exists():
         fresh.copy_token_counts_from(live)
-    return Projector(fresh, store._python_rules, stub_subject=store._salt.stub_subject,
-                     purged=purged_stubs(store.log) if purged is None else purged)
+    return store._projector(fresh, purged_stubs(store.log) if purged is None else purged)
 
 
 def prefetched(it: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:

@@ -477,9 +477,14 @@ class Store:
         w.poke()
         return w
 
+    def _projector(self, items: ItemStore, purged: "set[str] | dict[str, int] | None" = None) -> Projector:
+        """A projector over `items` with this store's Python rules and purge salt (`purged`: a
+        replay's knowledge of every purge, see erase.purged_stubs)."""
+        return Projector(items, self._python_rules, stub_subject=self._salt.stub_subject, purged=purged)
+
     def _build_engine(self, cfg: "Config | None") -> Views:
         items = self._open_items()
-        projector = Projector(items, self._python_rules, stub_subject=self._salt.stub_subject)
+        projector = self._projector(items)
         self._last_snapshot = projector.seq
         return Views(self.log, items, projector, live=not self.readonly, on_projected=self._on_projected,
                      semantic=self._build_semantic(cfg or projector.config))

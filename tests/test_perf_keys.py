@@ -115,16 +115,16 @@ def test_first_occurrences_matches_a_set_scan(seed):
 
 @pytest.mark.parametrize("seed", range(12))
 def test_small_batches_take_the_python_path_with_the_same_fingerprints(seed):
-    """Batches under keyindex.SMALL are hashed in Python ints: same bits as the vectorised path."""
+    """Batches under keyindex.SMALL_BATCH are hashed in Python ints: same bits as the vectorised path."""
     from ctxdb import keyindex
 
     rng = random.Random(1000 + seed)
-    src, ids = _keys(rng, keyindex.SMALL - 1)
-    for n in range(1, keyindex.SMALL):
+    src, ids = _keys(rng, keyindex.SMALL_BATCH - 1)
+    for n in range(1, keyindex.SMALL_BATCH):
         s, i = pa.array(src[:n]), pa.array(ids[:n])
         want = reference_fingerprints(s, i)
         got = fingerprints(s, i)
         assert got.dtype == np.uint64 and got.shape == (n, 2) and (got == want).all()
         # and the vectorised path, forced, agrees
-        big_s, big_i = pa.array(src[:n] * keyindex.SMALL), pa.array(ids[:n] * keyindex.SMALL)
+        big_s, big_i = pa.array(src[:n] * keyindex.SMALL_BATCH), pa.array(ids[:n] * keyindex.SMALL_BATCH)
         assert (fingerprints(big_s, big_i)[:n] == got).all()
