@@ -38,11 +38,13 @@ if TYPE_CHECKING:
     from .semantic import Semantic
 
 
-#: write-behind: projected batches are written to the item store (by the writer thread) when
-#: this many versions or seconds have piled up, when idle, or before a past view -- never on the
-#: push path.
+#: write-behind: projected batches are written to the item store (by the writer thread) once the
+#: log has been quiet for QUIET_SECONDS, or while commits keep coming when this many versions have
+#: piled up or the oldest has waited this many seconds, and before a past view -- never on the
+#: push path. A DuckDB write contends with pushes for the GIL and the disk (its commit's fsync
+#: delays the log's), so under a stream of small commits it runs rarely.
 WRITE_BEHIND_VERSIONS = 20_000
-WRITE_BEHIND_SECONDS = 1.0
+WRITE_BEHIND_SECONDS = 10.0
 #: views of agents without subscribers are re-assembled once the log has been quiet this long
 QUIET_SECONDS = 0.05
 
@@ -159,6 +161,7 @@ class Views:
         self._persist_lock = threading.Lock()
         self._inflight: list = []                   # taken by the writer; left here if its write failed
         self._wb = threading.Condition()            # wakes the writer
+        self._write_due = False                     # (under _wb) the writer has work to do now
         self._thread: threading.Thread | None = None
         self._writer: threading.Thread | None = None
         self.write_error: CtxdbError | None = None  # the writer's last failure (retried until it succeeds)
@@ -282,10 +285,14 @@ class Views:
     def _wake_writer(self, now: bool = False) -> None:
         if self._writer is None:
             return
-        if now or self._pending_versions >= WRITE_BEHIND_VERSIONS or \
-                (self._pending and _time.monotonic() - self._pending_since >= WRITE_BEHIND_SECONDS):
+        if now or self._write_overdue():
             with self._wb:
+                self._write_due = True
                 self._wb.notify()
+
+    def _write_overdue(self) -> bool:
+        return self._pending_versions >= WRITE_BEHIND_VERSIONS or \
+            bool(self._pending and _time.monotonic() - self._pending_since >= WRITE_BEHIND_SECONDS)
 
     def _write_behind(self) -> None:
         """The writer thread: writes the batches the projector has pushed (and left in
@@ -293,9 +300,13 @@ class Views:
         and push need not wait for DuckDB."""
         while not self._stop:
             with self._wb:
-                self._wb.wait(WRITE_BEHIND_SECONDS)
+                if not self._write_due:
+                    self._wb.wait(WRITE_BEHIND_SECONDS)
+                due, self._write_due = self._write_due, False
             if self._stop:
                 break
+            if not due and not self._write_overdue():
+                continue
             with self._lock:
                 # a batch whose write failed goes first again (persist() may also retry it)
                 todo, self._pending, self._pending_versions = self._inflight + self._pending, [], 0
@@ -326,9 +337,14 @@ class Views:
         if not rows:
             return 0
         self._count_missing(tok, ((h, t) for _, h, t in rows))
-        with self._lock:
-            self._flush_tokens()
+        with self._lock:  # the DuckDB write runs outside it: a commit arriving now is pushed at once
+            counts = self._take_tokens()
+            self._persist_lock.acquire()
+        try:
+            self._put_tokens(counts)
             self.items.set_meta(key, str(rows[-1][0]))
+        finally:
+            self._persist_lock.release()
         return len(rows)
 
     def _read_prefix(self, at: int):

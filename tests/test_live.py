@@ -339,6 +339,38 @@ def test_the_writer_thread_writes_behind_and_a_failed_write_is_retried(tmp_path,
         db.close()
 
 
+def test_the_writer_waits_for_a_quiet_log_unless_versions_pile_up(tmp_path, monkeypatch):
+    """While commits keep coming, the item store write (a DuckDB commit, which contends with
+    pushes for the GIL and the disk) waits: until the log is quiet, or until enough versions or
+    seconds have piled up."""
+    from ctxdb import live
+    (tmp_path / "c.toml").write_text(TOML)
+    monkeypatch.setattr(live, "QUIET_SECONDS", 60.0)      # the log never counts as quiet here
+    db = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock(T0))
+    try:
+        eng = db._views()
+        items = eng.items
+
+        def stored() -> int:
+            return items._q("SELECT count(*) AS n FROM item_versions").column("n")[0].as_py()
+
+        s = db.append([fact(f"k{i}", f"fact {i}") for i in range(3)])[-1]
+        assert db.wait(s, timeout=30)
+        threading.Event().wait(1.5)                       # the old writer wrote after 1 s
+        assert stored() == 0 and eng._pending_versions == 3
+        monkeypatch.setattr(live, "WRITE_BEHIND_VERSIONS", 5)
+        s = db.append([fact(f"j{i}", f"more {i}") for i in range(2)])[-1]
+        assert db.wait(s, timeout=30)
+        assert wait_until(lambda: stored() == 5)          # 5 pending: written without a quiet log
+        monkeypatch.setattr(live, "QUIET_SECONDS", 0.05)
+        s = db.append([fact("q", "quiet")])[0]
+        assert db.wait(s, timeout=30)
+        assert wait_until(lambda: stored() == 6)          # and once the log is quiet
+        assert db.view("bot", seq=s).hash == db.view("bot").hash
+    finally:
+        db.close()
+
+
 def test_views_of_agents_without_subscribers_are_ready_when_the_log_goes_quiet(db):
     db.append([fact("a", "alpha"), fact("o", "ops one", subject="ops:1")])
     assert db.wait(timeout=30)
