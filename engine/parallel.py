@@ -23,7 +23,9 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -342,9 +344,15 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
             # and, until that thread is done, ranges nobody has taken (and its batches are
             # written).
             def start() -> None:
-                _start_forkserver(ctx)
-                fill()
+                try:
+                    _start_forkserver(ctx)
+                    fill()
+                except Exception as exc:  # noqa: BLE001 -- no workers (e.g. a main script without the __main__ guard)
+                    no_workers.append(exc)
 
+            no_workers: list[Exception] = []
+
+            warned = False
             starter = threading.Thread(target=start, daemon=True)
             starter.start()
             try:
@@ -364,17 +372,28 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
                             res = local.pop(i)
                         else:
                             starter.join()
-                            if i not in futures:  # nobody has taken it yet
+                            if i not in futures and not no_workers:  # nobody has taken it yet
                                 fill()
-                            fut = futures[i]
-                            while not fut.done() and not local:
+                            fut = futures.get(i)
+                            while fut is not None and not fut.done() and not local:
                                 j = claim()
                                 if j is None:
                                     break
                                 local[j] = run_here(j)
-                            res = fut.result()
-                            del futures[i]
-                    if not starter.is_alive():
+                            try:
+                                if fut is None:
+                                    raise BrokenProcessPool("no decode workers")
+                                res = fut.result()
+                            except BrokenProcessPool as exc:  # workers could not start, or died
+                                if not no_workers:
+                                    no_workers.append(exc)
+                                res = run_here(i)  # decoded here: the outcome is the same, only slower
+                            futures.pop(i, None)
+                        if no_workers and not warned:
+                            warned = True
+                            warnings.warn(f"ctxdb: parallel decode unavailable ({no_workers[0]!r:.200}); "
+                                          "decoding in this process", RuntimeWarning, stacklevel=2)
+                    if not starter.is_alive() and not no_workers:
                         fill()
                     n_lines, item, err = res
                     batch = _receive(item)

@@ -172,3 +172,26 @@ def test_forkserver_imports_only_what_workers_need(tmp_path, imports, store_in_f
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["600", "10", str(store_in_forkserver)]
+
+
+def test_a_main_script_without_the_main_guard_still_ingests_everything(tmp_path):
+    """Decode workers are started by a forkserver that imports the main script; one without the
+    `if __name__ == "__main__":` guard makes that fail. The ingest then decodes in the calling
+    process instead (with a warning): same events, nothing lost, no crash."""
+    write_ndjson(tmp_path / "e.ndjson", events(300) + events(20))
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import pathlib, ctxdb\n"
+        "here = pathlib.Path(__file__).resolve().parent\n"
+        "with ctxdb.open(here / 'db') as db:\n"
+        "    rep = db.ingest(str(here / 'e.ndjson'))\n"
+        "print('appended', rep.appended, 'duplicates', rep.duplicates)\n")
+    env = dict(os.environ, CTXDB_PARALLEL_MIN_BYTES="1", CTXDB_PARALLEL_RANGE_BYTES="2000")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "appended 300 duplicates 20" in proc.stdout
+    assert "parallel decode unavailable" in proc.stderr
+    with ctxdb.open(tmp_path / "db", readonly=True) as db:
+        got = [e.id for e in db.read()]
+    assert got == [e["id"] for e in events(300)]
