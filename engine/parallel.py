@@ -332,12 +332,19 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
                     nxt += 1
                     return nxt - 1
 
+            # Why there are no workers (they could not start, or one died): from then on every
+            # range not yet handed out is decoded here -- the same outcome, only slower.
+            no_workers: list[Exception] = []
+
             def fill() -> None:
-                while len(futures) < 2 * workers:
+                while len(futures) < 2 * workers and not no_workers:
                     j = claim()
                     if j is None:
                         return
-                    futures[j] = pool.submit(_work, jobs[j])
+                    try:
+                        futures[j] = pool.submit(_work, jobs[j])
+                    except BrokenProcessPool as exc:  # range j is then decoded here in its turn
+                        no_workers.append(exc)
 
             # Starting a worker blocks until the forkserver has imported ctxdb: start it and
             # submit the ranges after the head from a thread while this one decodes the head
@@ -347,10 +354,8 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
                 try:
                     _start_forkserver(ctx)
                     fill()
-                except Exception as exc:  # noqa: BLE001 -- no workers (e.g. a main script without the __main__ guard)
+                except Exception as exc:  # noqa: BLE001 -- e.g. a main script without the __main__ guard
                     no_workers.append(exc)
-
-            no_workers: list[Exception] = []
 
             warned = False
             starter = threading.Thread(target=start, daemon=True)
@@ -372,7 +377,7 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
                             res = local.pop(i)
                         else:
                             starter.join()
-                            if i not in futures and not no_workers:  # nobody has taken it yet
+                            if i not in futures:  # nobody has taken it yet
                                 fill()
                             fut = futures.get(i)
                             while fut is not None and not fut.done() and not local:
@@ -380,20 +385,20 @@ def batches(path: str, spans: list[tuple[int, int]], source: str, max_record: in
                                 if j is None:
                                     break
                                 local[j] = run_here(j)
-                            try:
-                                if fut is None:
-                                    raise BrokenProcessPool("no decode workers")
-                                res = fut.result()
-                            except BrokenProcessPool as exc:  # workers could not start, or died
-                                if not no_workers:
+                            res = None
+                            if fut is not None:
+                                try:
+                                    res = fut.result()
+                                except BrokenProcessPool as exc:  # a worker died
                                     no_workers.append(exc)
-                                res = run_here(i)  # decoded here: the outcome is the same, only slower
-                            futures.pop(i, None)
+                                del futures[i]
+                            if res is None:  # no workers
+                                res = run_here(i)
                         if no_workers and not warned:
                             warned = True
                             warnings.warn(f"ctxdb: parallel decode unavailable ({no_workers[0]!r:.200}); "
                                           "decoding in this process", RuntimeWarning, stacklevel=2)
-                    if not starter.is_alive() and not no_workers:
+                    if not starter.is_alive():
                         fill()
                     n_lines, item, err = res
                     batch = _receive(item)

@@ -157,15 +157,14 @@ def write_unnamed(path: Path, write: Callable[[Any], None]) -> int:
         os.close(fd)
 
 
-def file_crcs(path: Path, size: int) -> tuple[list[int], int]:
-    """(CRC-32 per BLOCK, CRC-32 of the whole) of a file just written, read from the page cache
-    through a map (no copy)."""
+def file_block_crcs(path: Path, size: int) -> list[int]:
+    """block_crcs of a file just written, read from the page cache through a map (no copy)."""
     if not size:
-        return [0], 0
+        return block_crcs(b"")
     with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as m:
         mv = memoryview(m)
         try:
-            return block_crcs(mv), zlib.crc32(mv)
+            return block_crcs(mv)
         finally:
             mv.release()
 
@@ -187,12 +186,13 @@ def write_segment(logdir: Path, table: pa.Table, json_bytes: int, keys: np.ndarr
         write_page_checksum=True, use_dictionary=DICTIONARY_COLUMNS, write_statistics=STATISTICS_COLUMNS,
         column_encoding=COLUMN_ENCODING, memory_pool=pool,
     ))
-    crcs, _ = file_crcs(logdir / name, size)
+    crcs = file_block_crcs(logdir / name, size)
     if keys is None:
         keys = _segment_keys(table)
     kname = keys_name(first, last, gen)
-    ksize = write_unnamed(logdir / kname, lambda f: _write_npy(f, keys))
-    _, kcrc = file_crcs(logdir / kname, ksize)
+    khead, kdata = _npy_parts(keys)
+    write_unnamed(logdir / kname, lambda f: (f.write(khead), f.write(kdata)))
+    kcrc = zlib.crc32(kdata, zlib.crc32(khead))
     rec = table["recorded_at"].cast(pa.int64())
     tts = table["time_ts"].cast(pa.int64())
     return SegmentInfo(
@@ -236,14 +236,13 @@ def _segment_keys(table: pa.Table) -> np.ndarray:
     return np.stack([fp[order, 0], fp[order, 1], seqs[order]], axis=1)
 
 
-def _write_npy(f, arr: np.ndarray) -> None:
-    """`arr` in .npy format (the bytes np.save writes) to an Arrow output stream."""
+def _npy_parts(arr: np.ndarray) -> tuple[bytes, memoryview]:
+    """`arr` in .npy format (the bytes np.save writes) as (header, data)."""
     import io
 
     head = io.BytesIO()
     np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(arr))
-    f.write(head.getvalue())
-    f.write(np.ascontiguousarray(arr).data)
+    return head.getvalue(), np.ascontiguousarray(arr).data
 
 
 def load_keys(logdir: Path, seg: SegmentInfo) -> np.ndarray:

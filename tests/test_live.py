@@ -298,19 +298,22 @@ def wait_until(cond, timeout: float = 10.0) -> bool:
     return cond()
 
 
+def _writer_db(tmp_path: Path):
+    """A store with the test config, and a function counting the versions in its item store."""
+    (tmp_path / "c.toml").write_text(TOML)
+    db = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock(T0))
+    items = db._views().items
+    return db, lambda: items._q("SELECT count(*) AS n FROM item_versions").column("n")[0].as_py()
+
+
 def test_the_writer_thread_writes_behind_and_a_failed_write_is_retried(tmp_path, monkeypatch):
     """Projected versions reach the item store from the writer thread without anyone reading;
     a write that fails there is kept and retried first, so the store ends with every version in
     order (the same as a rebuild's)."""
-    (tmp_path / "c.toml").write_text(TOML)
-    db = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock(T0))
+    db, stored = _writer_db(tmp_path)
     try:
         eng = db._views()
         items = eng.items
-
-        def stored() -> int:
-            return items._q("SELECT count(*) AS n FROM item_versions").column("n")[0].as_py()
-
         db.append([fact(f"k{i}", f"fact {i}") for i in range(5)])
         assert db.wait(timeout=30)
         assert wait_until(lambda: stored() == 5)          # written behind: no reader asked for it
@@ -344,16 +347,10 @@ def test_the_writer_waits_for_a_quiet_log_unless_versions_pile_up(tmp_path, monk
     pushes for the GIL and the disk) waits: until the log is quiet, or until enough versions or
     seconds have piled up."""
     from ctxdb import live
-    (tmp_path / "c.toml").write_text(TOML)
     monkeypatch.setattr(live, "QUIET_SECONDS", 60.0)      # the log never counts as quiet here
-    db = ctxdb.open(tmp_path / "store", config=tmp_path / "c.toml", clock=Clock(T0))
+    db, stored = _writer_db(tmp_path)
     try:
         eng = db._views()
-        items = eng.items
-
-        def stored() -> int:
-            return items._q("SELECT count(*) AS n FROM item_versions").column("n")[0].as_py()
-
         s = db.append([fact(f"k{i}", f"fact {i}") for i in range(3)])[-1]
         assert db.wait(s, timeout=30)
         threading.Event().wait(1.5)                       # the old writer wrote after 1 s
