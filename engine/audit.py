@@ -229,7 +229,7 @@ def replay_verify(store: "Store", progress: Callable[[int, int], None] | None = 
         scratch = proj.items
         try:
             # receipts read the scratch store and the projector's policies, never its current versions
-            replay_into(proj, log, end, progress, keep_projector=False)
+            replay_into(proj, log, end, progress, keep_projector=False, in_memory=True)
             views = Views(log, scratch, proj, live=False, semantic=semantic)
             bad = []
             for ev in receipts:

@@ -178,6 +178,7 @@ class ItemStore:
         self.path = path
         self.atrest = atrest   # atrest.AtRest: item texts of [privacy] encrypt_subjects stored encrypted
         self._lock = threading.RLock()
+        self._adopted: tuple[pa.Table, pa.Schema] | None = None  # versions read in place (adopt_versions)
         try:
             self._con = duckdb.connect(str(path) if path else ":memory:", read_only=readonly)
             if not readonly:
@@ -307,6 +308,10 @@ class ItemStore:
         # vid orders the versions but is not hashed: a purge that copies the item store keeps
         # the vids (with gaps where the subject's versions were); a replay numbers them densely
         cols = ", ".join(c for c in COLUMNS if c != "vid")
+        if self._adopted is not None:  # (its rows are in vid order: BulkWriter._adopt)
+            tbl, schema = self._adopted
+            tbl = tbl.drop_columns(["vid"]).cast(schema)
+            return digest_batches(schema, tbl.to_batches(100_000))
         with self._lock:
             rdr = self._con.sql(f"SELECT {cols} FROM item_versions ORDER BY vid").to_arrow_reader(100_000)
             return digest_batches(rdr.schema, rdr)
@@ -373,6 +378,23 @@ class ItemStore:
             except duckdb.Error:
                 pass
 
+    def adopt_versions(self, tbl: pa.Table) -> None:
+        """Make `tbl` (rows of ARROW_SCHEMA, in vid order) the item versions of this store, instead of any
+        stored: DuckDB reads it in place (a registered Arrow table), nothing is copied. For a
+        fresh in-memory scratch store that is only read afterwards (BulkWriter(in_memory=True)):
+        item_versions can no longer be written."""
+        if self.path is not None:
+            raise CtxdbError("adopt_versions is for an in-memory scratch store only")
+        if self.atrest is not None:
+            tbl = self.atrest.encrypt_texts(tbl)
+        with self._lock:
+            # the column types DuckDB gives the table's rows: digest() hashes them
+            cols = ", ".join(c for c in COLUMNS if c != "vid")
+            schema = self._con.sql(f"SELECT {cols} FROM item_versions LIMIT 0").to_arrow_table().schema
+            self._con.execute("DROP TABLE item_versions")
+            self._con.register("item_versions", tbl)
+            self._adopted = (tbl, schema)
+
     def flush(self) -> None:
         """Checkpoint DuckDB's WAL into the database file (before copying it)."""
         with self._lock:
@@ -408,9 +430,20 @@ class BulkWriter:
 
     columnar = True
 
-    def __init__(self, store: ItemStore, chunk: int = 250_000, background: bool = True) -> None:
+    @property
+    def keeps_rows(self) -> bool:
+        """Every row sent stays in memory until finish() (in_memory): the projector need not
+        keep its own copy of the rows of current versions small (Projector._compact)."""
+        return self._in_memory
+
+    def __init__(self, store: ItemStore, chunk: int = 250_000, background: bool = True,
+                 in_memory: bool = False) -> None:
         self.store = store
         self.chunk = chunk
+        # in_memory: the rows are kept as Arrow tables and handed to the store at finish()
+        # (ItemStore.adopt_versions) instead of inserted: a scratch store that is read a few
+        # times and thrown away (replay --verify) need not be built as a DuckDB table
+        self._in_memory = in_memory
         self._pending: list[pa.Table] = []          # rows not written yet (some still open)
         self._new = 0                               # rows added since the last flush
         self._closes: dict[int, int] = {}           # vid -> to_seq, not applied yet
@@ -438,12 +471,47 @@ class BulkWriter:
         acc.policies += wb.policies
         acc.uses += wb.uses
         acc.meta.update(wb.meta)
-        if self._new >= self.chunk:
+        if self._new >= self.chunk and not self._in_memory:
             self._flush(final=False)
 
     def finish(self) -> None:
         """Write everything held back, with the last checkpoint."""
-        self._flush(final=True)
+        if self._in_memory:
+            self._adopt()
+        else:
+            self._flush(final=True)
+
+    def _adopt(self) -> None:
+        """in_memory: every row received, ordered by vid, with every close applied at once
+        (as _resolve would: a to_seq a row already has is kept; closes of rows not received go
+        to the store's write), handed to the store; the rest of the batches is written."""
+        t = pa.concat_tables(self._pending) if self._pending else ARROW_SCHEMA.empty_table()
+        self._pending = []
+        vids = t.column("vid").to_numpy()
+        if len(vids) > 1 and not (vids[1:] > vids[:-1]).all():
+            order = np.argsort(vids, kind="stable")
+            t, vids = t.take(pa.array(order)), vids[order]
+        acc = self._wb
+        acc.closes = {}
+        if self._closes:
+            cv = np.fromiter(self._closes.keys(), dtype=np.int64, count=len(self._closes))
+            cs = np.fromiter(self._closes.values(), dtype=np.int64, count=len(self._closes))
+            self._closes = {}
+            at = np.minimum(np.searchsorted(vids, cv), max(len(vids) - 1, 0))
+            hit = vids[at] == cv if len(vids) else np.zeros(len(cv), dtype=bool)
+            acc.closes = dict(zip(cv[~hit].tolist(), cs[~hit].tolist()))
+            col = t.column("to_seq").combine_chunks()
+            if col.null_count:
+                to_seq = col.fill_null(0).to_numpy().copy()
+                null = col.is_null().to_numpy(zero_copy_only=False)
+                at, cs = at[hit], cs[hit]
+                free = null[at]           # a to_seq a row already has is kept
+                to_seq[at[free]] = cs[free]
+                null[at[free]] = False
+                i = t.schema.get_field_index("to_seq")
+                t = t.set_column(i, "to_seq", pa.array(to_seq, mask=null))
+        self.store.write(acc)
+        self.store.adopt_versions(t)
 
     def abort(self) -> None:
         """Stop the background writer; what was not written yet is dropped."""

@@ -139,6 +139,8 @@ class Projector:
         # make them ItemVersions from
         self._lazy: set[str] = set()
         self._lazy_rows: list[tuple[np.ndarray, pa.Table]] = []   # (their vids, ascending; rows)
+        self._lazy_firsts = np.zeros(0, dtype=np.int64)   # the first vid of each, once looked up (_rows_of)
+        self._keep_rows = False   # run(): the writer keeps every row, so _compact need not run
         self._lazy_held = self._lazy_kept = 0   # rows kept; rows kept by the last _compact
         self._ov: _KeyState | None = None   # the columnar path's per-key state (see _supersede)
         self._clean: set[str] = set()   # subjects neither forgotten nor purged (see _left_out)
@@ -226,6 +228,7 @@ class Projector:
         # store, which nobody reads before it is done) gets runs of simple rules projected at
         # once (_fast_run); then no (opened, closed) versions are collected.
         self._columnar = columnar = bool(getattr(deferred, "columnar", False)) and not self.python_rules
+        self._keep_rows = bool(getattr(deferred, "keeps_rows", False))
         opened: list[ItemVersion] = _Discard() if columnar else []  # type: ignore[assignment]
         closed: list[ItemVersion] = _Discard() if columnar else []  # type: ignore[assignment]
         try:
@@ -539,7 +542,7 @@ class Projector:
         wb.new_table = tbl if wb.new_table is None else pa.concat_tables([wb.new_table, tbl])
         self._lazy_rows.append((np.arange(vid0, vid0 + m, dtype=np.int64), tbl))
         self._lazy_held += m
-        if self._lazy_held > max(self._LAZY_HELD, 3 * self._lazy_kept):
+        if self._lazy_held > max(self._LAZY_HELD, 3 * self._lazy_kept) and not self._keep_rows:
             self._compact()  # let the rows of versions superseded since go
 
     def _supersede(self, key_arr: pa.Array, ts: np.ndarray, pos: np.ndarray, vid0: int, wb: WriteBatch) -> pa.Array:
@@ -666,11 +669,26 @@ class Projector:
 
     def _rows_of(self, want: np.ndarray) -> Iterator[tuple[np.ndarray, pa.Table]]:
         """(indexes into `want`, their rows) for the vids `want` among the rows kept."""
-        for varr, tbl in self._lazy_rows:
-            at = np.minimum(np.searchsorted(varr, want), len(varr) - 1)
-            hit = varr[at] == want
+        rows = self._lazy_rows
+        if len(rows) <= 8:
+            for varr, tbl in rows:
+                at = np.minimum(np.searchsorted(varr, want), len(varr) - 1)
+                hit = varr[at] == want
+                if hit.any():
+                    yield np.flatnonzero(hit), tbl.take(pa.array(at[hit]))
+            return
+        # many (kept whole while the writer keeps every row): the vids ascend from one to the
+        # next, so each is searched only for the vids in its range
+        if len(self._lazy_firsts) != len(rows):
+            self._lazy_firsts = np.array([int(v[0]) for v, _ in rows], dtype=np.int64)
+        which = np.searchsorted(self._lazy_firsts, want, side="right") - 1
+        for w in np.unique(which[which >= 0]).tolist():
+            sel = np.flatnonzero(which == w)
+            varr, tbl = rows[w]
+            at = np.minimum(np.searchsorted(varr, want[sel]), len(varr) - 1)
+            hit = varr[at] == want[sel]
             if hit.any():
-                yield np.flatnonzero(hit), tbl.take(pa.array(at[hit]))
+                yield sel[hit], tbl.take(pa.array(at[hit]))
 
     def _compact(self) -> None:
         """Keep only the rows of versions still current as vids (the others were superseded):
@@ -691,6 +709,7 @@ class Projector:
             self._lazy_rows = [(varr[order], tbl)]
         else:
             self._lazy_rows = []
+        self._lazy_firsts = np.zeros(0, dtype=np.int64)
         self._lazy = set(live)
         self._lazy_held = self._lazy_kept = len(want)
 
@@ -704,6 +723,7 @@ class Projector:
                 cur[k] = v
         self._lazy = set()
         self._lazy_rows = []
+        self._lazy_firsts = np.zeros(0, dtype=np.int64)
         self._lazy_held = self._lazy_kept = 0
 
     def _system_event(self, row: dict, wb: WriteBatch, opened, closed, read_prefix) -> None:

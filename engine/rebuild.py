@@ -8,10 +8,12 @@ old store in place and a stale `items.rebuild.duckdb` that the next rebuild repl
 """
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -111,12 +113,14 @@ def prefetched(it: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.Reco
 
 def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], None] | None = None, *,
                 transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
-                keep_projector: bool = True) -> None:
+                keep_projector: bool = True, in_memory: bool = False) -> None:
     """Project events 1..end of `log` with `proj` (a fresh projector over a fresh item store,
     which nobody may read before this returns), reporting progress. `transform` maps every
     batch read (the re-reads after a rules change too) before it is projected.
     `keep_projector=False`: `proj` is thrown away afterwards (only its item store is used), so
-    its current versions need not be made ItemVersions (Projector.run(materialise=False))."""
+    its current versions need not be made ItemVersions (Projector.run(materialise=False)).
+    `in_memory=True` (a scratch store in memory, only read afterwards): the versions are kept as
+    Arrow tables and adopted by the store (ItemStore.adopt_versions), not inserted."""
     def read(to_seq: int) -> Iterator[pa.RecordBatch]:
         for b in log.read_batches(from_seq=1, to_seq=to_seq, columns=PROJECT_COLUMNS):
             yield b if transform is None else transform(b)
@@ -130,10 +134,27 @@ def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], N
             yield b
 
     # the store is fresh and read only when the replay is done: write it in bulk
-    writer = BulkWriter(proj.items)
+    writer = BulkWriter(proj.items, in_memory=in_memory)
+    with _no_cyclic_gc():
+        try:
+            proj.run(batches(), end, lambda at: read(at - 1), deferred=writer, materialise=keep_projector)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.finish()
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: a replay allocates millions of short-lived
+    containers (decoded event data, rendered rows) that reference counting frees, and each
+    collection they trigger walks every object still alive, the projector's key state
+    included (about a tenth of a replay's time). Reference counting still frees everything;
+    the collector runs again afterwards."""
+    was = gc.isenabled()
+    gc.disable()
     try:
-        proj.run(batches(), end, lambda at: read(at - 1), deferred=writer, materialise=keep_projector)
-    except BaseException:
-        writer.abort()
-        raise
-    writer.finish()
+        yield
+    finally:
+        if was:
+            gc.enable()

@@ -61,3 +61,42 @@ def test_tuples_shapes():
     assert _tuples(pa.array([[], []], pa.list_(pa.int64()))) == [(), ()]
     assert _tuples(pa.chunked_array([pa.array([[1, 2]]), pa.array([[3]])])) == [(1, 2), (3,)]
     assert len(COLUMNS) == len(ARROW_SCHEMA)
+
+
+@pytest.mark.parametrize("shape", ["one", "mixed", "many"])
+def test_a_bulk_writer_in_memory_stores_what_one_into_duckdb_stores(shape):
+    """BulkWriter(in_memory=True) (replay --verify's scratch store): the rows handed to the store
+    as an Arrow table, out of vid order, with closes of rows sent in earlier and later batches,
+    read and digested like rows inserted into DuckDB by the plain BulkWriter."""
+    from ctxdb.items import BulkWriter, ItemStore, WriteBatch
+
+    full = table(400, shape)
+    # the rows still open (to_seq NULL) are sent open and closed by a later batch's closes
+    to_seq = full.column("to_seq").to_pylist()
+    open_tbl = full.set_column(COLUMNS.index("to_seq"), "to_seq", pa.nulls(full.num_rows, pa.int64()))
+    order = list(range(full.num_rows))
+    random.Random(5).shuffle(order)
+    stores = []
+    for in_memory in (False, True):
+        st = ItemStore(None)
+        w = BulkWriter(st, chunk=50, in_memory=in_memory)
+        for at in range(0, len(order), 40):
+            part = order[at:at + 40]
+            wb = WriteBatch(to_seq=at + 40, next_vid=401)
+            wb.new_table = open_tbl.take(pa.array(part))
+            # close, in this batch, the rows sent in the batch before (and this one's evens)
+            prev = order[max(0, at - 40):at] + part[::2]
+            wb.closes = {full.column("vid")[i].as_py(): to_seq[i] for i in prev if to_seq[i] is not None}
+            w.append(wb)
+        last = WriteBatch(to_seq=500, next_vid=401)
+        last.closes = {full.column("vid")[i].as_py(): to_seq[i] for i in order if to_seq[i] is not None}
+        w.append(last)
+        w.finish()
+        assert (st._adopted is not None) == in_memory
+        stores.append(st)
+    plain, mem = stores
+    assert mem.digest() == plain.digest()
+    assert mem.count_versions() == plain.count_versions() == 400
+    assert mem.checkpoint() == plain.checkpoint() == (500, 401, "")
+    assert mem.versions_at(120) == plain.versions_at(120) and mem.versions_at(120)
+    assert reference(mem._q("SELECT * FROM item_versions ORDER BY vid")) == reference(full)
