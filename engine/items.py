@@ -430,20 +430,16 @@ class BulkWriter:
 
     columnar = True
 
-    @property
-    def keeps_rows(self) -> bool:
-        """Every row sent stays in memory until finish() (in_memory): the projector need not
-        keep its own copy of the rows of current versions small (Projector._compact)."""
-        return self._in_memory
-
     def __init__(self, store: ItemStore, chunk: int = 250_000, background: bool = True,
                  in_memory: bool = False) -> None:
         self.store = store
         self.chunk = chunk
         # in_memory: the rows are kept as Arrow tables and handed to the store at finish()
         # (ItemStore.adopt_versions) instead of inserted: a scratch store that is read a few
-        # times and thrown away (replay --verify) need not be built as a DuckDB table
-        self._in_memory = in_memory
+        # times and thrown away (replay --verify) need not be built as a DuckDB table. The
+        # projector reads it too: with every row kept here, it need not keep its own copy of
+        # the rows of current versions small (Projector._compact)
+        self.keeps_rows = in_memory
         self._pending: list[pa.Table] = []          # rows not written yet (some still open)
         self._new = 0                               # rows added since the last flush
         self._closes: dict[int, int] = {}           # vid -> to_seq, not applied yet
@@ -471,45 +467,28 @@ class BulkWriter:
         acc.policies += wb.policies
         acc.uses += wb.uses
         acc.meta.update(wb.meta)
-        if self._new >= self.chunk and not self._in_memory:
+        if self._new >= self.chunk and not self.keeps_rows:
             self._flush(final=False)
 
     def finish(self) -> None:
         """Write everything held back, with the last checkpoint."""
-        if self._in_memory:
+        if self.keeps_rows:
             self._adopt()
         else:
             self._flush(final=True)
 
     def _adopt(self) -> None:
-        """in_memory: every row received, ordered by vid, with every close applied at once
-        (as _resolve would: a to_seq a row already has is kept; closes of rows not received go
-        to the store's write), handed to the store; the rest of the batches is written."""
-        t = pa.concat_tables(self._pending) if self._pending else ARROW_SCHEMA.empty_table()
+        """in_memory: every row received, with every close applied (_resolve, once), ordered
+        by vid and handed to the store; the rest of the batches is written."""
+        t = self._resolve()
         self._pending = []
+        if t is None:
+            t = ARROW_SCHEMA.empty_table()
         vids = t.column("vid").to_numpy()
         if len(vids) > 1 and not (vids[1:] > vids[:-1]).all():
-            order = np.argsort(vids, kind="stable")
-            t, vids = t.take(pa.array(order)), vids[order]
+            t = t.take(pa.array(np.argsort(vids, kind="stable")))
         acc = self._wb
-        acc.closes = {}
-        if self._closes:
-            cv = np.fromiter(self._closes.keys(), dtype=np.int64, count=len(self._closes))
-            cs = np.fromiter(self._closes.values(), dtype=np.int64, count=len(self._closes))
-            self._closes = {}
-            at = np.minimum(np.searchsorted(vids, cv), max(len(vids) - 1, 0))
-            hit = vids[at] == cv if len(vids) else np.zeros(len(cv), dtype=bool)
-            acc.closes = dict(zip(cv[~hit].tolist(), cs[~hit].tolist()))
-            col = t.column("to_seq").combine_chunks()
-            if col.null_count:
-                to_seq = col.fill_null(0).to_numpy().copy()
-                null = col.is_null().to_numpy(zero_copy_only=False)
-                at, cs = at[hit], cs[hit]
-                free = null[at]           # a to_seq a row already has is kept
-                to_seq[at[free]] = cs[free]
-                null[at[free]] = False
-                i = t.schema.get_field_index("to_seq")
-                t = t.set_column(i, "to_seq", pa.array(to_seq, mask=null))
+        acc.closes, self._old_closes = self._old_closes, {}
         self.store.write(acc)
         self.store.adopt_versions(t)
 
@@ -529,18 +508,28 @@ class BulkWriter:
         else:
             t = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
         if self._closes:
-            vids = pa.array(list(self._closes), pa.int64())
-            seqs = pa.array(list(self._closes.values()), pa.int64())
-            if t is not None:
-                i = t.schema.get_field_index("to_seq")
-                at = pc.index_in(t.column("vid"), value_set=vids)
-                t = t.set_column(i, "to_seq", pc.coalesce(t.column("to_seq"), pc.take(seqs, at)))
-                missing = pc.invert(pc.is_in(vids, value_set=t.column("vid")))
-            else:
-                missing = pa.array([True] * len(vids))
-            if pc.any(missing).as_py():
-                self._old_closes.update(zip(pc.filter(vids, missing).to_pylist(), pc.filter(seqs, missing).to_pylist()))
+            cv = np.fromiter(self._closes.keys(), dtype=np.int64, count=len(self._closes))
+            cs = np.fromiter(self._closes.values(), dtype=np.int64, count=len(self._closes))
             self._closes = {}
+            hit = np.zeros(len(cv), dtype=bool)
+            if t is not None and t.num_rows:
+                # each close's row, by a search of the vids in order (one sort, no hash table)
+                vids = t.column("vid").to_numpy()
+                order = None if (vids[1:] > vids[:-1]).all() else np.argsort(vids, kind="stable")
+                sv = vids if order is None else vids[order]
+                at = np.minimum(np.searchsorted(sv, cv), len(sv) - 1)
+                hit = sv[at] == cv
+                rows = at[hit] if order is None else order[at[hit]]
+                col = t.column("to_seq").combine_chunks()
+                if col.null_count:
+                    to_seq = col.fill_null(0).to_numpy().copy()
+                    null = col.is_null().to_numpy(zero_copy_only=False)
+                    free = null[rows]  # a to_seq a row already has is kept
+                    to_seq[rows[free]] = cs[hit][free]
+                    null[rows[free]] = False
+                    t = t.set_column(t.schema.get_field_index("to_seq"), "to_seq", pa.array(to_seq, mask=null))
+            if not hit.all():  # closes of versions stored before the replay
+                self._old_closes.update(zip(cv[~hit].tolist(), cs[~hit].tolist()))
         return t
 
     def _flush(self, final: bool) -> None:

@@ -669,17 +669,10 @@ class Projector:
 
     def _rows_of(self, want: np.ndarray) -> Iterator[tuple[np.ndarray, pa.Table]]:
         """(indexes into `want`, their rows) for the vids `want` among the rows kept."""
+        # the vids ascend from one kept run to the next (there are many while the writer keeps
+        # every row): each run is searched only for the vids in its range
         rows = self._lazy_rows
-        if len(rows) <= 8:
-            for varr, tbl in rows:
-                at = np.minimum(np.searchsorted(varr, want), len(varr) - 1)
-                hit = varr[at] == want
-                if hit.any():
-                    yield np.flatnonzero(hit), tbl.take(pa.array(at[hit]))
-            return
-        # many (kept whole while the writer keeps every row): the vids ascend from one to the
-        # next, so each is searched only for the vids in its range
-        if len(self._lazy_firsts) != len(rows):
+        if len(self._lazy_firsts) != len(rows):  # (runs are only appended, or all replaced)
             self._lazy_firsts = np.array([int(v[0]) for v, _ in rows], dtype=np.int64)
         which = np.searchsorted(self._lazy_firsts, want, side="right") - 1
         for w in np.unique(which[which >= 0]).tolist():
