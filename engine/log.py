@@ -17,7 +17,7 @@ import threading
 import time as _time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +46,15 @@ class Chunk:
 
     def batches(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
+
+    def batches_where(self, columns: list[str], probe: list[str],
+                      mask_of: Callable[[Any], Any]) -> Iterator[pa.RecordBatch]:
+        """The rows of batches(columns) that `mask_of` keeps (a boolean mask over a batch
+        holding at least the `probe` columns, or None for every row). Here: every column
+        read, then filtered; a sealed segment reads `probe` first (SegmentChunk)."""
+        for b in self.batches(columns):
+            m = mask_of(b)
+            yield b if m is None else b.filter(m)
 
     def recorded_at(self) -> np.ndarray:
         t = pa.Table.from_batches(list(self.batches(["recorded_at"])))
@@ -327,20 +336,24 @@ class BaseLog:
             hi = min(hi, self.seq_at(as_of))
         dec = self.atrest is not None and ("data" in columns or "meta" in columns)
         cols = list(dict.fromkeys(["seq", *columns, *(["subject"] if subject or dec else []), *(["type"] if type else [])]))
+        probe = [c for c, on in (("seq", True), ("subject", subject), ("type", type)) if on]
         for c in self.chunks():
             if c.last_seq < lo or c.first_seq > hi:
                 continue
-            for b in c.batches(cols):
+            partial = c.first_seq < lo or c.last_seq > hi
+
+            def mask_of(b):
                 mask = None
-                if c.first_seq < lo or c.last_seq > hi:
+                if partial:
                     s = b.column("seq")
                     mask = pc.and_(pc.greater_equal(s, lo), pc.less_equal(s, hi))
                 for name, pat in (("subject", subject), ("type", type)):
                     if pat is not None:
                         m = _match(b.column(name), pat)
                         mask = m if mask is None else pc.and_(mask, m)
-                if mask is not None:
-                    b = b.filter(mask)
+                return mask
+
+            for b in c.batches_where(cols, probe, mask_of):
                 if b.num_rows:
                     if dec:
                         b = self.atrest.decrypt_batch(b)  # type: ignore[union-attr]

@@ -31,6 +31,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .codec import Batch
 from .errors import CorruptionError, CtxdbError, ReadOnlyError
@@ -97,6 +98,25 @@ class SegmentChunk(Chunk):
             for i in range(pf.num_row_groups):
                 for b in pf.read_row_group(i, columns=columns).to_batches():
                     yield b
+        except (OSError, pa.ArrowException) as exc:
+            raise CorruptionError(f"cannot decode sealed segment ({exc})", file=str(self.logdir / self.seg.file)) from None
+
+    def batches_where(self, columns: list[str], probe: list[str], mask_of) -> Iterator[pa.RecordBatch]:
+        """Row group by row group: the `probe` columns first (e.g. `type`, dictionary-encoded),
+        the others only for a row group holding a match. Reading every receipt or purge of a
+        10^6-event log decoded every event's data before (~0.3 s per scan); the segment is
+        still verified whole (open_segment)."""
+        if set(columns) <= set(probe):
+            yield from super().batches_where(columns, probe, mask_of)
+            return
+        pf = open_segment(self.logdir, self.seg)
+        try:
+            for i in range(pf.num_row_groups):
+                m = mask_of(pf.read_row_group(i, columns=probe))
+                if m is not None and not pc.any(m).as_py():
+                    continue
+                t = pf.read_row_group(i, columns=columns)
+                yield from (t if m is None else t.filter(m)).to_batches()
         except (OSError, pa.ArrowException) as exc:
             raise CorruptionError(f"cannot decode sealed segment ({exc})", file=str(self.logdir / self.seg.file)) from None
 

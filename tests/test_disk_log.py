@@ -139,3 +139,41 @@ def test_wait_returns_when_seq_is_visible(store):
     store.append(events(2))
     assert store.wait(2, timeout=1)
     assert not store.wait(3, timeout=0.05)
+
+
+def test_filtered_reads_skip_row_groups_without_a_match(store_path, monkeypatch):
+    """A read by type or subject decodes the other columns only of the row groups holding a
+    match; what it returns is exactly the full read filtered, at any seq range."""
+    from ctxdb import segment
+
+    monkeypatch.setattr(segment, "ROW_GROUP", 16)
+    evs = [dict(e, type="rare" if i in (3, 70, 71, 150) else "common",
+                subject="user:9" if i % 37 == 0 else e["subject"]) for i, e in enumerate(events(200))]
+    with ctxdb.open(store_path, segment_events=64) as db:
+        db.append(evs)
+        assert db.stats()["segments"] == 3
+        decoded = []
+        real = segment.pq.ParquetFile.read_row_group
+
+        def spy(self, i, columns=None, **kw):
+            decoded.append((i, tuple(columns or ())))
+            return real(self, i, columns=columns, **kw)
+
+        monkeypatch.setattr(segment.pq.ParquetFile, "read_row_group", spy)
+        every = list(db.read())
+        for kw in ({"type": "rare"}, {"subject": "user:9"}, {"type": "common", "subject": "user:9"},
+                   {"type": "rare", "from_seq": 5, "to_seq": 100}, {"type": "nothing"},
+                   {"subject": "user:*", "from_seq": 70, "to_seq": 80}):
+            lo, hi, pat = kw.get("from_seq", 1), kw.get("to_seq", 200), kw.get("subject")
+            want = [e for e in every if lo <= e.seq <= hi and e.type == kw.get("type", e.type)
+                    and (pat is None or e.subject == pat or (pat.endswith("*") and e.subject.startswith(pat[:-1])))]
+            assert want or kw.get("type") == "nothing"
+            decoded.clear()
+            got = list(db.read(**kw))
+            assert [(e.seq, e.id, e.data, e.recorded_at) for e in got] == \
+                [(e.seq, e.id, e.data, e.recorded_at) for e in want], kw
+            full = [d for d in decoded if "data" in d[1]]
+            if kw == {"type": "rare"}:  # seqs 4, 71, 72 and 151: 3 of the 12 row groups of 3 segments
+                assert len(decoded) - len(full) == 12 and [d[0] for d in full] == [0, 0, 1], decoded
+            if kw.get("type") == "nothing":
+                assert full == [], decoded
