@@ -499,7 +499,7 @@ class Views:
         """Count the (content hash, text) pairs the cache lacks (tokenizing outside the lock) and
         queue the counts for the item store."""
         cache = self._token_cache(tok)
-        missing = sorted({h: t for h, t in pairs if h not in cache}.items())
+        missing = list({h: t for h, t in pairs if h not in cache}.items())
         if not missing:
             return
         counted = tok.count_many([render_line(t) for _, t in missing])
