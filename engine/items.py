@@ -60,6 +60,9 @@ def content_hash(text: str) -> str:
 
 
 COLUMNS = [f for f in ItemVersion.__struct_fields__]
+#: rows per batch a digest reads: few batches keep its per-column Python work (which holds the
+#: GIL a replay's projection needs) small; the hashing itself releases it
+DIGEST_ROWS = 500_000
 ARROW_SCHEMA = pa.schema([
     ("vid", pa.int64()), ("key", pa.string()), ("op", pa.string()), ("subject", pa.string()),
     ("kind", pa.string()), ("text", pa.string()), ("priority", pa.float64()), ("pinned", pa.bool_()),
@@ -311,9 +314,9 @@ class ItemStore:
         if self._adopted is not None:  # (its rows are in vid order: BulkWriter._adopt)
             tbl, schema = self._adopted
             tbl = tbl.drop_columns(["vid"]).cast(schema)
-            return digest_batches(schema, tbl.to_batches(100_000))
+            return digest_batches(schema, tbl.to_batches(DIGEST_ROWS))
         with self._lock:
-            rdr = self._con.sql(f"SELECT {cols} FROM item_versions ORDER BY vid").to_arrow_reader(100_000)
+            rdr = self._con.sql(f"SELECT {cols} FROM item_versions ORDER BY vid").to_arrow_reader(DIGEST_ROWS)
             return digest_batches(rdr.schema, rdr)
 
     # ---- writes --------------------------------------------------------------------------
