@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -264,7 +265,8 @@ def _live_items(store: "Store", *, needs_semantic: bool):
     and its digest computed on a thread while the replay runs. Nothing else may build the
     engine meanwhile (the engine lock is held), so the store stays at that seq. A receipt with
     a query needs the semantic layer: then, and with an engine already running, the engine is
-    used, its digest taken first, under its projection lock."""
+    used: caught up and persisted under its projection lock, which is held until the digest,
+    on a thread too, holds the item store's lock (the engine's next write waits for it)."""
     from .live import Views
 
     if not (needs_semantic or store.readonly or store.path is None):
@@ -283,8 +285,16 @@ def _live_items(store: "Store", *, needs_semantic: bool):
                     items.close()
                 return
     live = store._views()
-    with live._lock:
-        live.catch_up()
-        live.persist()
-        end, d_live = live.projector.seq, live.items.digest()
-    yield end, live.semantic, lambda: d_live
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxdb-live-digest")
+    try:
+        with live._lock:
+            live.catch_up()
+            live.persist()
+            end = live.projector.seq
+            started = threading.Event()
+            fut = pool.submit(live.items.digest, started)
+            while not (started.wait(0.1) or fut.done()):
+                pass
+        yield end, live.semantic, fut.result
+    finally:
+        pool.shutdown(wait=True)

@@ -305,17 +305,22 @@ class ItemStore:
     def count_versions(self) -> int:
         return self._q("SELECT count(*) AS n FROM item_versions").column("n")[0].as_py()
 
-    def digest(self) -> str:
+    def digest(self, started: "threading.Event | None" = None) -> str:
         """A hash over every item version, in vid order: two stores with the same digest hold
-        identical item versions (see digest.py: BLAKE2b over the columns' bytes)."""
+        identical item versions (see digest.py: BLAKE2b over the columns' bytes). `started` is
+        set once no write can come between it and the digest (this store's lock is held)."""
         # vid orders the versions but is not hashed: a purge that copies the item store keeps
         # the vids (with gaps where the subject's versions were); a replay numbers them densely
         cols = ", ".join(c for c in COLUMNS if c != "vid")
         if self._adopted is not None:  # (its rows are in vid order: BulkWriter._adopt)
             tbl, schema = self._adopted
             tbl = tbl.drop_columns(["vid"]).cast(schema)
+            if started is not None:
+                started.set()
             return digest_batches(schema, tbl.to_batches(DIGEST_ROWS))
         with self._lock:
+            if started is not None:
+                started.set()
             rdr = self._con.sql(f"SELECT {cols} FROM item_versions ORDER BY vid").to_arrow_reader(DIGEST_ROWS)
             return digest_batches(rdr.schema, rdr)
 
