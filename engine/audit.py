@@ -231,13 +231,17 @@ def replay_verify(store: "Store", progress: Callable[[int, int], None] | None = 
         try:
             # receipts read the scratch store and the projector's policies, never its current versions
             replay_into(proj, log, end, progress, keep_projector=False, in_memory=True)
-            views = Views(log, scratch, proj, live=False, semantic=semantic)
-            bad = []
-            for ev in receipts:
-                r = check_receipt(views, ev)
-                if not r.verified:
-                    bad.append({"decision": ev.id, "seq": ev.seq, "reasons": list(r.reasons)})
-            d_replay = scratch.digest()
+            # the scratch store is digested on a thread while the receipts are checked (it is
+            # only read from here on; the hashing releases the GIL)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxdb-replay-digest") as pool:
+                d_fut = pool.submit(scratch.digest)
+                views = Views(log, scratch, proj, live=False, semantic=semantic)
+                bad = []
+                for ev in receipts:
+                    r = check_receipt(views, ev)
+                    if not r.verified:
+                        bad.append({"decision": ev.id, "seq": ev.seq, "reasons": list(r.reasons)})
+                d_replay = d_fut.result()
         finally:
             scratch.close()
         d_live = digest()
