@@ -356,7 +356,7 @@ def main() -> None:
             scratch = ItemStore(None)
             proj = Projector(scratch, db._python_rules, stub_subject=db._salt.stub_subject,
                              purged=purged_stubs(db.log))
-            replay_into(proj, db.log, rr.events)
+            replay_into(proj, db.log, rr.events, keep_projector=False, in_memory=True)  # as replay_verify
             ro_s = time.perf_counter() - t
             scratch.close()
             out["replay_verify"]["replay_only"] = {"seconds": round(ro_s, 3), "events_per_s": round(rr.events / ro_s)}
