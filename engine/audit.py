@@ -24,7 +24,7 @@ import msgspec
 
 from .access import SYSTEM_AUDITOR
 from .errors import BadInput, CtxdbError
-from .projector import DECISION_TYPE
+from .projector import DECISION_TYPE, versions_final
 from .rebuild import fresh_projector, replay_into
 
 if TYPE_CHECKING:
@@ -265,8 +265,10 @@ def _live_items(store: "Store", *, needs_semantic: bool):
     Without an engine in this process (a `ctxdb replay --verify`, or right after a purge), the
     live engine is not built for it: on a 10^6-event store that loads every current version and
     assembles every agent's view, seconds of work a replay does not need. The item store is
-    opened alone, projected up to the log's end if it is behind (a plain projector, no views),
-    and its digest computed on a thread while the replay runs. Nothing else may build the
+    opened alone, projected up to the log's end if it is behind (a plain projector, no views;
+    not if the events it lacks change no item version, as a purge's last two do: building the
+    projector alone loads every current version, ~2 s per 10^6), and its digest computed on a
+    thread while the replay runs. Nothing else may build the
     engine meanwhile (the engine lock is held), so the store stays at that seq. A receipt with
     a query needs the semantic layer: then, and with an engine already running, the engine is
     used: caught up and persisted under its projection lock, which is held until the digest,
@@ -279,11 +281,12 @@ def _live_items(store: "Store", *, needs_semantic: bool):
                 items = store._open_items()
                 pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxdb-live-digest")
                 try:
-                    if items.checkpoint()[0] < store.log.last_seq:
+                    end = store.log.last_seq
+                    if not versions_final(store.log, items, store._python_rules, end):
                         v = Views(store.log, items, store._projector(items), live=False)
-                        v.catch_up(refresh=False)   # (no agent's view is assembled)
+                        end = v.catch_up(end, refresh=False)   # (no agent's view is assembled)
                         v.persist()
-                    yield items.checkpoint()[0], None, pool.submit(items.digest).result
+                    yield end, None, pool.submit(items.digest).result
                 finally:
                     pool.shutdown(wait=True)
                     items.close()

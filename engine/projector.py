@@ -384,14 +384,8 @@ class Projector:
 
     def _keyed(self, event_type: str, subject: str) -> bool:
         """Whether the per-event path may read or change current versions or last times for an
-        event: not for a system event that no rule matches and that is not a policy, an LLM
-        output or a tombstone of a subject (a receipt, a legal hold, a purge receipt, a purge's
-        stub tombstone)."""
-        if not event_type.startswith(SYSTEM_PREFIX) or self._rules_for(event_type):
-            return True
-        if event_type in (POLICY_TYPE, LLM_TYPE):
-            return True
-        return event_type == FORGET_TYPE and not subject.startswith(PURGED_PREFIX)
+        event (see keyed_event)."""
+        return keyed_event(event_type, subject, self._rules_for(event_type))
 
     def _fast_run(self, b: pa.RecordBatch, B: ArrowBatch, codes, uniq: list[str], cls, lo: int, hi: int,
                   wb: WriteBatch, opened, closed, read_prefix, at: int | None) -> None:
@@ -1054,6 +1048,39 @@ class Projector:
         if self.llm_open.pop(key, None) is not None:
             wb.meta["llm_open"] = msgspec.json.encode(self.llm_open).decode()
 
+
+
+def keyed_event(event_type: str, subject: str, rules: list) -> bool:
+    """Whether projecting an event (matched by `rules`) may read or change item versions,
+    current versions or last times: not for a system event that no rule matches and that is not
+    a policy, an LLM output or a tombstone of a subject (a receipt, a legal hold, a purge or
+    retention receipt, a purge's stub tombstone: these change uses, holds or the purged set)."""
+    if not event_type.startswith(SYSTEM_PREFIX) or rules:
+        return True
+    if event_type in (POLICY_TYPE, LLM_TYPE):
+        return True
+    return event_type == FORGET_TYPE and not subject.startswith(PURGED_PREFIX)
+
+
+def versions_final(log, items: ItemStore, python_rules: list, to_seq: int, limit: int = 1000) -> bool:
+    """Whether projecting the events after `items`' checkpoint up to `to_seq` would leave its
+    item versions as they are (at most `limit` events are looked at: more, and the answer is
+    no). After a purge, the log ends with its stub tombstone and its receipt, which a replay's
+    comparison need not project the live store for (that loads every current version)."""
+    seq = items.checkpoint()[0]
+    if seq >= to_seq:
+        return True
+    if python_rules or to_seq - seq > limit:
+        return False
+    policies = items.policies()
+    cfg = Projector._config_of(policies[-1]) if policies else default_config()
+    for b in log.read_batches(from_seq=seq + 1, to_seq=to_seq, columns=["type", "subject"]):
+        for t, subj in zip(b.column("type").to_pylist(), b.column("subject").to_pylist()):
+            system = t.startswith(SYSTEM_PREFIX)
+            rules = [r for r in cfg.rules if r.matches(t) and (not system or r.on.startswith(SYSTEM_PREFIX))]
+            if keyed_event(t, subj, rules):
+                return False
+    return True
 
 
 class _KeyState:

@@ -173,3 +173,39 @@ def test_replay_verify_without_an_engine_catches_the_item_store_up(store, tmp_pa
         assert items.checkpoint()[0] == seqs[-1]
     finally:
         items.close()
+
+
+def test_replay_verify_leaves_a_tail_that_changes_no_version_unprojected(store, tmp_path):
+    """Events after the live item store's checkpoint that change no item version (a legal
+    hold, a purge's stub tombstone, a purge receipt, a receipt no rule matches), as a purge
+    leaves them: replay --verify compares at the log's end without projecting them into the live
+    store (that would load every current version); an event a rule matches is projected."""
+    db, cfg = store
+    db.record_decision("bot", db.view("bot"))
+    assert db.wait(timeout=30)
+    db.close()
+    sys_events = [{"id": "h1", "source": "t", "type": "ctxdb.hold", "subject": "user:7", "time": "2027-01-11T00:00:00Z",
+                   "data": {}},
+                  {"id": "s1", "source": "t", "type": "ctxdb.forget", "subject": "purged:" + "ab" * 16,
+                   "time": "2027-01-11T00:00:00Z", "data": {}},
+                  {"id": "p1", "source": "t", "type": "ctxdb.purge", "subject": "ctxdb:purge",
+                   "time": "2027-01-11T00:00:00Z", "data": {"events": 0}}]
+
+    def checkpoint() -> int:
+        items = ItemStore(tmp_path / "db" / "items.duckdb", readonly=True)
+        try:
+            return items.checkpoint()[0]
+        finally:
+            items.close()
+
+    projected = checkpoint()
+    with ctxdb.open(tmp_path / "db", config=cfg, clock=Clock(), embedder=None, segment_events=4) as db:
+        seqs = db.append(sys_events)
+        r = db.replay_verify()
+        assert r.ok and r.items_identical and r.events == seqs[-1] and db._engine is None
+    assert checkpoint() == projected < seqs[0]   # the tail was not projected into the live store
+    with ctxdb.open(tmp_path / "db", config=cfg, clock=Clock(), embedder=None, segment_events=4) as db:
+        seqs = db.append([status(40, 101, "returned")])
+        r = db.replay_verify()
+        assert r.ok and r.items_identical and r.events == seqs[-1]
+    assert checkpoint() == seqs[-1]   # a version changed: the live store was projected first
