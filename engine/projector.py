@@ -192,10 +192,7 @@ class Projector:
     def _rules_for(self, event_type: str) -> list[Rule]:
         r = self._rule_cache.get(event_type)
         if r is None:
-            system = event_type.startswith(SYSTEM_PREFIX)
-            r = [rule for rule in self.config.rules
-                 if rule.matches(event_type) and (not system or rule.on.startswith(SYSTEM_PREFIX))]
-            self._rule_cache[event_type] = r
+            r = self._rule_cache[event_type] = rules_for(self.config, event_type)
         return r
 
     def _fast_for(self, event_type: str) -> "_FastRules | None":
@@ -250,7 +247,7 @@ class Projector:
             if materialise:
                 self._release()
                 self._materialise()
-            else:  # thrown away: the key state is not written back (~0.3 s per 10^6 events)
+            else:  # thrown away: the key state is not written back to current/last_time
                 self._ov = None
                 self._spent = True
         return ([], []) if columnar else (opened, closed)
@@ -371,8 +368,8 @@ class Projector:
                 if j == n:
                     break
                 # the per-event path reads and changes current and last_time: the key state is
-                # written back first (~0.4 s per 10^6 keys) and dropped, unless the row is one that
-                # changes neither
+                # written back first (0.33-0.43 s for the 385 k keys of a 10^6-event replay) and
+                # dropped, unless the row changes neither
                 keyed = self._keyed(uniq[codes[j]], B.subject[j])
                 if keyed:
                     self._release()
@@ -574,19 +571,19 @@ class Projector:
         ov = self._ov
         if ov is None:
             ov = self._ov = _KeyState(fresh=not self.current and not self.last_time)
-        codes, ukeys, uc = ov.find(key_arr, keys)
-        new = np.flatnonzero(uc < 0)
+        codes, ukeys, uhashes, ucodes = ov.find(key_arr, keys)
+        new = np.flatnonzero(ucodes < 0)
         if len(new):  # keys new to the key state: their last time and current version
+            new_keys = ukeys.take(pa.array(new))
             if ov.fresh:  # nothing was current when the key state began (nor since, but by it)
                 lts, vids = np.full(len(new), _NO_TIME, dtype=np.int64), np.full(len(new), -1, dtype=np.int64)
             else:
-                nk = ukeys.take(pa.array(new)).to_pylist()
+                nk = new_keys.to_pylist()
                 lt_get, cur_get = self.last_time.get, self.current.get
                 lts = np.array([lt_get(k, _NO_TIME) for k in nk], dtype=np.int64)
                 vids = np.array([-1 if c is None else c if type(c) is int else c.vid for c in map(cur_get, nk)],
                                 dtype=np.int64)
-            uc[new] = ov.add(ukeys.take(pa.array(new)), ov.last_hashes[new], lts, vids)
-        ucodes = uc
+            ucodes[new] = ov.add(new_keys, uhashes[new], lts, vids)
         pre_t = ov.lt[ucodes]
         # versions grouped by key, in vid order inside a group
         order = np.argsort(codes, kind="stable")
@@ -1050,6 +1047,12 @@ class Projector:
 
 
 
+def rules_for(config: Config, event_type: str) -> list[Rule]:
+    """The rules of `config` an event type triggers (a system event only rules on `ctxdb.*`)."""
+    system = event_type.startswith(SYSTEM_PREFIX)
+    return [rule for rule in config.rules if rule.matches(event_type) and (not system or rule.on.startswith(SYSTEM_PREFIX))]
+
+
 def keyed_event(event_type: str, subject: str, rules: list) -> bool:
     """Whether projecting an event (matched by `rules`) may read or change item versions,
     current versions or last times: not for a system event that no rule matches and that is not
@@ -1076,9 +1079,7 @@ def versions_final(log, items: ItemStore, python_rules: list, to_seq: int, limit
     cfg = Projector._config_of(policies[-1]) if policies else default_config()
     for b in log.read_batches(from_seq=seq + 1, to_seq=to_seq, columns=["type", "subject"]):
         for t, subj in zip(b.column("type").to_pylist(), b.column("subject").to_pylist()):
-            system = t.startswith(SYSTEM_PREFIX)
-            rules = [r for r in cfg.rules if r.matches(t) and (not system or r.on.startswith(SYSTEM_PREFIX))]
-            if keyed_event(t, subj, rules):
+            if keyed_event(t, subj, rules_for(cfg, t)):
                 return False
     return True
 
@@ -1094,8 +1095,7 @@ class _KeyState:
     hash stay two keys. (A dict lookup per distinct key of each batch took ~1 s of a
     10^6-event replay.)"""
 
-    __slots__ = ("fresh", "n", "lt", "cur", "dirty", "hashes", "_chunks", "_starts", "_slot_code", "_slot_hash",
-                 "last_hashes")
+    __slots__ = ("fresh", "n", "lt", "cur", "dirty", "hashes", "_chunks", "_starts", "_slot_code", "_slot_hash")
 
     def __init__(self, fresh: bool) -> None:
         self.fresh = fresh   # the projector's current and last_time were empty when it began
@@ -1108,7 +1108,6 @@ class _KeyState:
         self._starts = np.zeros(1, dtype=np.int64)        # the first code of each chunk
         self._slot_code = np.full(2048, -1, dtype=np.int64)
         self._slot_hash = np.zeros(2048, dtype=np.int64)
-        self.last_hashes = np.empty(0, dtype=np.int64)    # of the distinct keys of the last find()
 
     def keys_of(self, codes: np.ndarray) -> list[str]:
         order = np.argsort(codes, kind="stable")
@@ -1129,9 +1128,9 @@ class _KeyState:
             lo = hi
         return parts[0] if len(parts) == 1 else pa.concat_arrays(parts) if parts else pa.array([], pa.string())
 
-    def find(self, key_arr: pa.Array, keys: list[str] | None) -> tuple[np.ndarray, pa.Array, np.ndarray]:
-        """(for each of `key_arr`, its index among the distinct keys; the distinct keys; the
-        code of each, -1 for a key not seen yet). Their hashes are left in last_hashes."""
+    def find(self, key_arr: pa.Array, keys: list[str] | None) -> tuple[np.ndarray, pa.Array, np.ndarray, np.ndarray]:
+        """(for each of `key_arr`, its index among the distinct keys; the distinct keys; their
+        hashes; the code of each, -1 for a key not seen yet)."""
         m = len(key_arr)
         if keys is None:
             keys = key_arr.to_pylist()
@@ -1153,8 +1152,7 @@ class _KeyState:
             ukeys = enc.dictionary
             _, first = np.unique(idx, return_index=True)
             uh = hs[first]
-        self.last_hashes = uh
-        return idx, ukeys, self._lookup(uh, ukeys)
+        return idx, ukeys, uh, self._lookup(uh, ukeys)
 
     def _lookup(self, uh: np.ndarray, ukeys: pa.Array) -> np.ndarray:
         out = np.full(len(uh), -1, dtype=np.int64)

@@ -387,12 +387,12 @@ def test_key_state_gives_each_key_one_code(monkeypatch, collide: bool) -> None:
     ref: dict[str, int] = {}
     for _ in range(12):
         keys = [f"k:{rnd.randrange(3000)}" + rnd.choice(["", "/x", "ü"]) for _ in range(rnd.randrange(1, 900))]
-        idx, ukeys, uc = ks.find(pa.array(keys, pa.string()), keys if rnd.random() < 0.5 else None)
+        idx, ukeys, uh, uc = ks.find(pa.array(keys, pa.string()), keys if rnd.random() < 0.5 else None)
         distinct = ukeys.to_pylist()
         assert len(set(distinct)) == len(distinct) and [distinct[i] for i in idx] == keys
         assert [ref.get(k, -1) for k in distinct] == uc.tolist()
         new = np.flatnonzero(uc < 0)
-        codes = ks.add(ukeys.take(pa.array(new)), ks.last_hashes[new], np.zeros(len(new), np.int64),
+        codes = ks.add(ukeys.take(pa.array(new)), uh[new], np.zeros(len(new), np.int64),
                        np.full(len(new), -1, np.int64))
         ref.update(zip([distinct[i] for i in new], codes.tolist()))
         assert ks.n == len(ref) and ks.keys_of(np.arange(ks.n)) == sorted(ref, key=ref.get)
