@@ -1,7 +1,7 @@
 """A content digest of an Arrow stream: the same rows in the same order give the same digest,
 however the rows are split into batches.
 
-Each column feeds three BLAKE2b streams: its null mask, its value lengths (or list sizes), and
+Each column feeds three SHA-256 streams: its null mask, its value lengths (or list sizes), and
 its value bytes (nulls filled with a fixed value first, so what Arrow leaves under a null
 never counts). Lists are walked down to their values. The digest hashes the schema and every
 stream's digest. Hashing reads the column buffers directly (hashlib releases the GIL on large
@@ -18,16 +18,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["ArrowDigest", "digest_batches"]
+__all__ = ["ArrowDigest", "content_hash", "digest_batches"]
+
+
+def content_hash(text: str) -> str:
+    """An item text's content hash (BLAKE2b-128, hex)."""
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 class _Streams:
     __slots__ = ("nulls", "lengths", "values")
 
     def __init__(self) -> None:
-        self.nulls = hashlib.blake2b(digest_size=16)
-        self.lengths = hashlib.blake2b(digest_size=16)
-        self.values = hashlib.blake2b(digest_size=16)
+        # SHA-256: 2.5x BLAKE2b's speed where the CPU has SHA extensions (1.7 against 0.67 GB/s
+        # here); a digest is only ever compared with one computed by the same code
+        self.nulls = hashlib.sha256()
+        self.lengths = hashlib.sha256()
+        self.values = hashlib.sha256()
 
 
 class ArrowDigest:
@@ -61,14 +68,14 @@ class ArrowDigest:
         if len(arr) == 0:
             return
         nulls = arr.is_null().to_numpy(zero_copy_only=False)
-        s.nulls.update(nulls.view(np.uint8).tobytes())
+        s.nulls.update(np.ascontiguousarray(nulls).view(np.uint8))
         if pa.types.is_list(t) or pa.types.is_large_list(t):
-            s.lengths.update(pc.fill_null(pc.list_value_length(arr), 0).to_numpy().astype("<i8").tobytes())
+            s.lengths.update(pc.fill_null(pc.list_value_length(arr), 0).to_numpy().astype("<i8"))
             self._feed(streams, depth + 1, pc.list_flatten(arr))
         elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) \
                 or pa.types.is_large_binary(t):
             filled = pc.fill_null(arr, "" if pa.types.is_string(t) or pa.types.is_large_string(t) else b"")
-            s.lengths.update(pc.binary_length(filled).to_numpy().astype("<i8").tobytes())
+            s.lengths.update(pc.binary_length(filled).to_numpy().astype("<i8"))
             bufs = filled.buffers()
             wide = pa.types.is_large_string(t) or pa.types.is_large_binary(t)
             offs = np.frombuffer(bufs[1], dtype=np.int64 if wide else np.int32)
@@ -76,15 +83,15 @@ class ArrowDigest:
             if hi > lo:
                 s.values.update(memoryview(bufs[2])[lo:hi])
         elif pa.types.is_boolean(t):
-            s.values.update(pc.fill_null(arr, False).to_numpy(zero_copy_only=False).view(np.uint8).tobytes())
+            s.values.update(np.ascontiguousarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False)).view(np.uint8))
         elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t):
             vals = pc.fill_null(arr, pa.scalar(0).cast(t))
-            s.values.update(np.ascontiguousarray(vals.to_numpy(zero_copy_only=False)).tobytes())
+            s.values.update(np.ascontiguousarray(vals.to_numpy(zero_copy_only=False)).view(np.uint8))
         else:
             raise TypeError(f"digest: column type {t} is not supported")
 
     def hexdigest(self) -> str:
-        h = hashlib.blake2b(digest_size=16)
+        h = hashlib.sha256()
         h.update(str(self.schema.types).encode() + repr(self.schema.names).encode())
         h.update(self.rows.to_bytes(8, "little"))
         for name in self.schema.names:

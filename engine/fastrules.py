@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from operator import itemgetter
 from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -33,13 +35,15 @@ import msgspec
 
 from .codec import SMALL_BATCH  # below it, Python formats the times (pyarrow calls cost ~0.1 ms each)
 from .config import Rule
-from .items import content_hash
+from .digest import content_hash
 from .redact import redact
 from .events import utc_from_micros
 from .redact import _PRECHECK
 from .template import ENVELOPE_FIELDS, MissingField, Template, _format, walk
 
-__all__ = ["ArrowBatch", "Batch", "FastRule", "compile_rule", "may_redact", "render_row", "seal", "seal_many", "seal_rows", "time_strings"]
+__all__ = ["ArrowBatch", "Batch", "BatchTimes", "FastRule", "FastRules", "Rendered", "compile_rule", "may_redact",
+           "render_batch", "render_row", "render_rows", "seal", "seal_many", "seal_rendered", "seal_rows", "time_strings"]
+_DECODER = msgspec.json.Decoder()
 
 # strftime directives whose output pyarrow (C++ date library, "C" locale) and CPython/glibc agree
 # on for years 1970..9999; names of days and months, %c, %x, %Z etc. are left to Python.
@@ -410,3 +414,183 @@ def time_strings(us: pa.Array, spec: str, mask: pa.Array | None = None) -> list[
     frac = pc.if_else(pc.equal(pc.remainder(safe, 1_000_000), 0), "",
                       pc.binary_join_element_wise(".", pc.utf8_slice_codeunits(frac, 1), ""))
     return pc.binary_join_element_wise(_strftime(secs, "%Y-%m-%dT%H:%M:%S"), frac, "Z", "").to_pylist()
+
+
+# ---- rendering runs of rows at once (the columnar path of a replay) -----------------------------
+class FastRules:
+    """The compiled rules of one event type (all simple)."""
+
+    __slots__ = ("rules", "needs_data", "needs_meta", "times")
+
+    def __init__(self, rules: list[FastRule]) -> None:
+        self.rules = rules
+        self.needs_data = any(f.needs_data for f in rules)
+        self.needs_meta = any(f.needs_meta for f in rules)
+        self.times = set().union(*(f.times for f in rules))
+
+
+class BatchTimes(dict):
+    """Batch.times: the formatted times of one batch, computed (with pyarrow) the first time a
+    compiled rule asks for a (field, spec), for the rows of the event types that need it
+    (`fast_for(type)`: their compiled rules, or None); the others read None and format in
+    Python, so a rules change inside the batch stays exact."""
+
+    def __init__(self, b: pa.RecordBatch, fast_for: Callable[[str], "FastRules | None"]) -> None:
+        super().__init__()
+        self._fast_for, self._b = fast_for, b
+
+    def __missing__(self, key: tuple[str, str]) -> list:
+        field_, spec = key
+        b = self._b
+        want = [t for t in pc.unique(b.column("type")).to_pylist()
+                if (fr := self._fast_for(t)) is not None and key in fr.times]
+        mask = pc.is_in(b.column("type"), pa.array(want, pa.string()))
+        col = b.column("time_ts" if field_ == "time" else "recorded_at").cast(pa.int64())
+        self[key] = out = time_strings(col, spec, mask)
+        return out
+
+
+class Rendered:
+    """The item versions rendered (and sealed: redacted and hashed) from rows of one batch, in
+    projection order (row, then rule of the row's type):
+
+      rules     the FastRule of each `gid`
+      gid, row  per version: its rule (index into rules) and its row in the batch
+      keys, texts, metas, hashes   string arrays
+      subjects  None (every version's subject is its event's) or a string array (null: the event's)
+      tags      None (no rule has tags) or a list<string> array
+      skips     (row, rule's index in its type's rules, gid, MissingField path) of each rule
+                skipped for a row
+      key_list  the keys as Python strs, when the renderer has them (else None)
+      token     set by whoever rendered it ahead: what the rules were then (see prerender.Ahead)"""
+
+    __slots__ = ("rules", "gid", "row", "keys", "texts", "metas", "hashes", "subjects", "tags", "skips",
+                 "key_list", "token")
+
+    def __init__(self, rules: list, gid: np.ndarray, row: np.ndarray, keys: pa.Array, texts: pa.Array,
+                 metas: pa.Array, hashes: pa.Array, subjects: pa.Array | None, tags: pa.Array | None,
+                 skips: list, key_list: list[str] | None = None) -> None:
+        self.rules, self.gid, self.row = rules, gid, row
+        self.keys, self.texts, self.metas, self.hashes = keys, texts, metas, hashes
+        self.subjects, self.tags, self.skips, self.key_list = subjects, tags, skips, key_list
+        self.token: Any = None
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    ARRAYS = ("keys", "texts", "metas", "hashes", "subjects", "tags")
+
+    def select(self, rows: np.ndarray, orig: np.ndarray | None, n_orig: int) -> "Rendered":
+        """The versions of `rows`, rows of a batch made from this one's by keeping rows `orig`
+        (None: the same batch; n_orig: this one's row count), with their rows renumbered."""
+        pos = rows if orig is None else orig[rows]
+        want = np.zeros(n_orig, dtype=bool)
+        want[pos] = True
+        ix = np.flatnonzero(want[self.row])
+        row = self.row[ix]
+        if orig is not None:
+            inv = np.full(n_orig, -1, dtype=np.int64)
+            inv[orig] = np.arange(len(orig), dtype=np.int64)
+            row = inv[row]
+        skips = [(r if orig is None else int(inv[r]), ri, g, p) for r, ri, g, p in self.skips if want[r]]
+        out = self.take(ix) if len(ix) < len(self.row) else self.take(None)
+        out.row, out.skips = row, skips
+        return out
+
+    def take(self, ix: np.ndarray | None) -> "Rendered":
+        """The versions at `ix` (None: all of them), skips kept."""
+        arrays = [getattr(self, a) for a in self.ARRAYS]
+        if ix is None:
+            return Rendered(self.rules, self.gid, self.row, *arrays, self.skips, self.key_list)
+        t = pa.array(ix, pa.int64())
+        kl = None if self.key_list is None else [self.key_list[i] for i in ix.tolist()]
+        return Rendered(self.rules, self.gid[ix], self.row[ix], *(None if x is None else x.take(t) for x in arrays),
+                        self.skips, kl)
+
+
+def render_rows(fast_for: Callable[[str], "FastRules | None"], B: "ArrowBatch", codes: np.ndarray,
+                uniq: list[str], rows: np.ndarray) -> tuple:
+    """Render the rules of `rows` of a batch (all of types with compiled rules; codes[r]: the
+    index in uniq of row r's type): (rules, gid, row, keys, texts, subjects, tags, skips) of each
+    version in projection order (row, then rule; see Rendered); subjects is None when every
+    version's subject is its event's. Pure. MissingField makes a skip; any other exception
+    propagates (the per-event path raises it at its row)."""
+    rules: list[FastRule] = []
+    parts = []        # (sort keys, rule indexes, rows, keys, texts, subjects, tags) per (type, rule)
+    skips = []        # (row, rule index in its type, gid, path)
+    rc = codes[rows]
+    loads = _DECODER.decode
+    types = np.unique(rc).tolist()
+    frs = {c: fast_for(uniq[c]) for c in types}
+    width = max(len(fr.rules) for fr in frs.values())  # type: ignore[union-attr]
+    for c in types:
+        fr = frs[c]
+        assert fr is not None
+        rt = rows[rc == c] if len(types) > 1 else rows
+        rl = rt.tolist()
+        ds = ms = None
+        if fr.needs_data:
+            data = B.data
+            ds = [loads(data[r]) for r in rl]
+        if fr.needs_meta:
+            meta = B.meta
+            ms = [None if meta[r] is None else loads(meta[r]) for r in rl]
+        for ri, f in enumerate(fr.rules):
+            gi = len(rules)
+            rules.append(f)
+            idx, keys, texts, subjects, tags, missing = f.render_many(ds, ms, B, rl)
+            vr = rt[idx] if len(idx) != len(rl) else rt
+            parts.append((vr * width + ri, gi, vr, keys, texts, subjects, tags))
+            for i, exc in missing:
+                skips.append((rl[i], ri, gi, exc.path))
+    if all(p[5] is None for p in parts):
+        parts = [p[:5] + ([],) + p[6:] for p in parts]
+        own = False  # every version's subject is its event's
+    else:  # rules naming their own subject: the others' versions get None (their event's)
+        parts = [p if p[5] is not None else p[:5] + ([None] * len(p[2]),) + p[6:] for p in parts]
+        own = True
+    if len(parts) == 1:
+        _, gi, vr, keys, texts, subjects, tags = parts[0]
+        gid = np.full(len(vr), gi, dtype=np.int64)
+    else:
+        order = np.argsort(np.concatenate([p[0] for p in parts]), kind="stable")
+        gid = np.concatenate([np.full(len(p[2]), p[1], dtype=np.int64) for p in parts])[order]
+        vr = np.concatenate([p[2] for p in parts])[order]
+        n = len(order)
+        pick = itemgetter(*order.tolist()) if n > 1 else (lambda xs: (xs[0],)) if n else (lambda xs: ())
+        keys, texts, tags = (list(pick(sum((p[k] for p in parts), []))) for k in (3, 4, 6))
+        subjects = list(pick(sum((p[5] for p in parts), []))) if own else None
+    return rules, gid, np.asarray(vr, dtype=np.int64), keys, texts, subjects if own else None, tags, skips
+
+
+def seal_rendered(rendered: tuple) -> Rendered:
+    """render_rows' versions redacted and hashed (seal_many), as a Rendered."""
+    rules, gid, vr, keys, texts, subjects, tags, skips = rendered
+    try:
+        text_arr = pa.array(texts, pa.string())
+    except (UnicodeError, pa.ArrowException):  # seal_many decides in Python
+        text_arr = None
+    texts, metas, hashes, text_arr = seal_many(texts, text_arr)
+    return Rendered(
+        rules, gid, vr, pa.array(keys, pa.string()), pa.array(texts, pa.string()) if text_arr is None else text_arr,
+        pa.array(metas, pa.string()), pa.array(hashes, pa.string()),
+        None if subjects is None else pa.array(subjects, pa.string()),
+        pa.array(tags, pa.list_(pa.string())) if any(f.rule.tags for f in rules) else None,
+        skips, key_list=keys)
+
+
+def render_batch(b: pa.RecordBatch, frs: dict[str, FastRules]) -> Rendered:
+    """Every version the compiled rules `frs` (by event type) render from the rows of batch `b`
+    whose type they cover, sealed (what the columnar path renders for any of those rows, in
+    any run of them: Rendered.select picks a run's)."""
+    tcol = b.column("type")
+    uniq_arr = pc.unique(tcol)
+    uniq = uniq_arr.to_pylist()
+    codes = pc.index_in(tcol, value_set=uniq_arr).to_numpy(zero_copy_only=False)
+    covered = np.array([t in frs for t in uniq], dtype=bool)
+    rows = np.flatnonzero(covered[codes]) if len(codes) else np.zeros(0, dtype=np.int64)
+    if not len(rows):
+        e = pa.array([], pa.string())
+        return Rendered([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), e, e, e, e, None, None, [], [])
+    B = ArrowBatch(b, BatchTimes(b, frs.get))
+    return seal_rendered(render_rows(frs.get, B, codes, uniq, rows))

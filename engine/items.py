@@ -11,7 +11,6 @@ position (checkpoint), so a crash leaves either all of a batch or none of it.
 """
 from __future__ import annotations
 
-import hashlib
 import operator
 import queue
 import threading
@@ -25,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .digest import digest_batches
+from .digest import content_hash, digest_batches  # noqa: F401 (content_hash is imported from here too)
 from .errors import CorruptionError, CtxdbError
 
 ITEM_SCHEMA_VERSION = 1
@@ -53,10 +52,6 @@ class ItemVersion(msgspec.Struct, frozen=True, gc=False):
 
     def closed(self, seq: int) -> "ItemVersion":
         return msgspec.structs.replace(self, to_seq=seq)
-
-
-def content_hash(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 COLUMNS = [f for f in ItemVersion.__struct_fields__]
@@ -307,7 +302,7 @@ class ItemStore:
 
     def digest(self, started: "threading.Event | None" = None) -> str:
         """A hash over every item version, in vid order: two stores with the same digest hold
-        identical item versions (see digest.py: BLAKE2b over the columns' bytes). `started` is
+        identical item versions (see digest.py: SHA-256 over the columns' bytes). `started` is
         set once no write can come between it and the digest (this store's lock is held)."""
         # vid orders the versions but is not hashed: a purge that copies the item store keeps
         # the vids (with gaps where the subject's versions were); a replay numbers them densely

@@ -224,7 +224,7 @@ def _start_forkserver(ctx) -> None:
     from multiprocessing import spawn
 
     pkg = __name__.rpartition(".")[0]
-    mods = [__name__, pkg + ".ingest", pkg + ".formats"]
+    mods = [__name__, pkg + ".ingest", pkg + ".formats", pkg + ".prerender"]
     with _boot_lock:
         if getattr(fs._forkserver, "_forkserver_pid", None) is not None:
             fs.ensure_running()  # running (or restarted with the preload it was given)

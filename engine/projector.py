@@ -26,7 +26,6 @@ Positions: every write carries the checkpoint (the last seq projected), in one D
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import itemgetter
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator
 
@@ -39,8 +38,8 @@ from .config import Config, Rule, default_config, from_dict, glob_match, parse_d
 from .errors import ConfigError, CtxdbError
 from .events import Event, utc_from_micros
 from .items import ARROW_SCHEMA, ItemStore, ItemVersion, Policy, WriteBatch, rows_to_versions
-from .fastrules import (ArrowBatch, Batch, FastRule, compile_rule, render_row, seal, seal_many, seal_rows,
-                        time_strings)
+from .fastrules import (ArrowBatch, Batch, BatchTimes, FastRules, Rendered, compile_rule, render_row, render_rows,
+                        seal, seal_rendered, seal_rows)
 from .template import EventContext, MissingField
 
 SYSTEM_PREFIX = "ctxdb."
@@ -53,7 +52,6 @@ PURGE_TYPE = "ctxdb.purge"
 PURGED_PREFIX = "purged:"        # subjects (and ids) of the content-free stubs a purge leaves
 _SKIP, _FAST, _SLOW = 0, 1, 2     # row classes of the columnar path (Projector._row_class)
 _NO_FIRST = 1 << 62              # WriteBatch.first_vid of the columnar path: every close goes to wb.closes
-_DECODER = msgspec.json.Decoder()
 _NO_TIME = -(1 << 63)            # a key without a last time (no int64 time is older)
 PROJECT_COLUMNS = ["seq", "recorded_at", "id", "source", "type", "subject", "time", "time_ts", "data", "meta"]
 
@@ -133,7 +131,7 @@ class Projector:
         self.summaries: dict[tuple[str, str], tuple[int, list[str]]] = self.items.summary_state()
         self.uses: dict[str, int] = self.items.uses_at(self.seq)
         self._rule_cache: dict[str, list[Rule]] = {}
-        self._fast_cache: dict[str, _FastRules | None] = {}
+        self._fast_cache: dict[str, FastRules | None] = {}
         self._columnar = False
         # the columnar path leaves vids in `current` (see _cur): their keys, and the rows to
         # make them ItemVersions from
@@ -195,7 +193,7 @@ class Projector:
             r = self._rule_cache[event_type] = rules_for(self.config, event_type)
         return r
 
-    def _fast_for(self, event_type: str) -> "_FastRules | None":
+    def _fast_for(self, event_type: str) -> "FastRules | None":
         """The compiled rules for `event_type` if every rule of it is simple (fastrules), else
         None (the per-event path)."""
         try:
@@ -207,14 +205,14 @@ class Projector:
         if rules and not self.python_rules and not event_type.startswith(SYSTEM_PREFIX):
             compiled = [compile_rule(r) for r in rules]
             if all(c is not None for c in compiled):
-                fr = _FastRules(compiled)  # type: ignore[arg-type]
+                fr = FastRules(compiled)  # type: ignore[arg-type]
         self._fast_cache[event_type] = fr
         return fr
 
     # ---- projecting ----------------------------------------------------------------------
     def run(self, batches: Iterable[pa.RecordBatch], to_seq: int,
             read_prefix: Callable[[int], Iterator[pa.RecordBatch]] | None = None,
-            deferred: Any = None, materialise: bool = True) -> tuple[list, list]:
+            deferred: Any = None, materialise: bool = True, ahead: Any = None) -> tuple[list, list]:
         """Project `batches` (events after self.seq, up to `to_seq`); write them with the
         checkpoint (or, with `deferred` — a list, or anything with `append(WriteBatch)` such as
         items.BulkWriter — hand the writes to the caller, who must write them in order before
@@ -222,7 +220,10 @@ class Projector:
         views. `read_prefix(seq)` reads events 1..seq-1 (re-projection after a rules change).
         `materialise=False` (a replay whose projector is thrown away afterwards): `current` and
         `last_time` are left stale (the columnar path's key state is not written back to them),
-        and the projector refuses to run again; its policies and item store stay usable."""
+        and the projector refuses to run again; its policies and item store stay usable.
+        `ahead` (prerender.Ahead, columnar path only): `ahead.rendered(b)` is the Rendered of
+        every row of batch `b` rendered ahead (or None), used if the rules are still those it was
+        rendered with."""
         if self._spent:
             raise CtxdbError("this projector ran with materialise=False: its current versions are stale; "
                              "use a fresh projector")
@@ -237,7 +238,8 @@ class Projector:
             for b in batches:
                 wb = WriteBatch(to_seq=self.seq, next_vid=self.next_vid,
                                 first_vid=_NO_FIRST if columnar else self.next_vid)
-                self._project_batch(b, wb, opened, closed, read_prefix)
+                pre = ahead.rendered(b) if ahead is not None and columnar else None
+                self._project_batch(b, wb, opened, closed, read_prefix, pre=pre)
                 self._flush(wb, deferred)
             if self.seq < to_seq:  # nothing matched at the end: still advance the checkpoint
                 self.seq = to_seq
@@ -261,7 +263,8 @@ class Projector:
             self.items.write(wb)
 
     def _project_batch(self, b: pa.RecordBatch, wb: WriteBatch, opened: list, closed: list,
-                       read_prefix, at: int | None = None) -> None:
+                       read_prefix, at: int | None = None, pre: Rendered | None = None) -> None:
+        """`pre`: the rows of `b` rendered ahead (see run)."""
         n = b.num_rows
         if not n:
             return
@@ -269,6 +272,7 @@ class Projector:
         if at is None and last <= self.seq:
             return
         self.stats.events += n
+        orig = None  # the rows of the batch as given that the filters below keep (None: all)
         # Only rows that some rule (or the projector itself) cares about are converted to Python.
         # A batch holding a policy event takes the slow path: the rules change inside it.
         if not self.python_rules:
@@ -276,13 +280,21 @@ class Projector:
             if POLICY_TYPE not in uniq:
                 relevant = [t for t in uniq if self._rules_for(t) or t.startswith(SYSTEM_PREFIX)]
                 if len(relevant) < len(uniq):
-                    b = b.filter(pc.is_in(b.column("type"), pa.array(relevant, pa.string())))
+                    mask = pc.is_in(b.column("type"), pa.array(relevant, pa.string()))
+                    b = b.filter(mask)
+                    if pre is not None:
+                        orig = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
         if at is None and b.num_rows and b.column("seq")[0].as_py() <= self.seq:
-            b = b.filter(pc.greater(b.column("seq"), self.seq))
+            mask = pc.greater(b.column("seq"), self.seq)
+            b = b.filter(mask)
+            if pre is not None:
+                kept = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+                orig = kept if orig is None else orig[kept]
         if b.num_rows:
-            B = ArrowBatch(b, _BatchTimes(self, b))
+            B = ArrowBatch(b, BatchTimes(b, self._fast_for))
             if self._columnar:
-                self._project_columnar(b, B, wb, opened, closed, read_prefix, at)
+                ahead = None if pre is None else (pre, orig, n)
+                self._project_columnar(b, B, wb, opened, closed, read_prefix, at, ahead)
             else:
                 # rules stay the same through the batch unless it holds a policy event: then
                 # render row by row, after the rows before have been projected
@@ -347,10 +359,11 @@ class Projector:
         return _SLOW
 
     def _project_columnar(self, b: pa.RecordBatch, B: ArrowBatch, wb: WriteBatch, opened, closed,
-                          read_prefix, at: int | None) -> None:
+                          read_prefix, at: int | None, ahead: tuple | None = None) -> None:
         """Project a batch as runs of rows whose event types have only simple rules (or none),
         each run at once (_fast_run), and every other row one by one (_rows), in seq order. A
-        policy event may change the rules: the rows after it are classified again."""
+        policy event may change the rules: the rows after it are classified again. `ahead`:
+        (the batch as given rendered ahead, the rows of it `b` kept, its row count)."""
         n = b.num_rows
         tcol = b.column("type")
         uniq_arr = pc.unique(tcol)
@@ -363,7 +376,7 @@ class Projector:
             slow.append(n)
             for j in slow:
                 if j > i:
-                    self._fast_run(b, B, codes, uniq, cls, i, j, wb, opened, closed, read_prefix, at)
+                    self._fast_run(b, B, codes, uniq, cls, i, j, wb, opened, closed, read_prefix, at, ahead)
                 i = j + 1
                 if j == n:
                     break
@@ -385,13 +398,15 @@ class Projector:
         return keyed_event(event_type, subject, self._rules_for(event_type))
 
     def _fast_run(self, b: pa.RecordBatch, B: ArrowBatch, codes, uniq: list[str], cls, lo: int, hi: int,
-                  wb: WriteBatch, opened, closed, read_prefix, at: int | None) -> None:
+                  wb: WriteBatch, opened, closed, read_prefix, at: int | None, ahead: tuple | None = None) -> None:
         """Project rows lo..hi-1 of a batch, all of event types whose rules are all simple (or
         that no rule matches), at once: the rules render their rows type by type, the texts are
         sealed together, supersession is one pass over the keys, and the new versions go to the
         writer as one Arrow table. The versions, vids, checkpoint and stats are those of _rows;
         if a rendering raises anything but MissingField, _rows projects the run instead (and
-        raises it where the per-event path would)."""
+        raises it where the per-event path would). `ahead` (see _project_columnar): the rows'
+        versions are taken from it if the rules are still those it was rendered with (a policy
+        event since may have changed them), else rendered here."""
         rows = np.flatnonzero(cls[lo:hi] == _FAST) + lo
         if len(rows):
             pp = getattr(B, "_purged_prefix", None)
@@ -405,13 +420,18 @@ class Projector:
                 keep &= ~self._left_out(b.column("subject").take(pa.array(rows)), check_purged)
             rows = rows[keep]
         if len(rows):
-            try:
-                out = self._render_run(B, codes, uniq, rows)
-            except Exception:  # noqa: BLE001 (raised again by the per-event path, at its row)
-                self._release()
-                self._rows(B, lo, hi, None, wb, opened, closed, read_prefix, at)
-                return
-            self._put_run(b, B, out, wb, closed, at)
+            if ahead is not None and ahead[0].token is self._fast_cache:
+                pre, orig, n_orig = ahead
+                out = pre.select(rows, orig, n_orig)
+            else:
+                try:
+                    out = seal_rendered(self._render_run(B, codes, uniq, rows))
+                except Exception:  # noqa: BLE001 (raised again by the per-event path, at its row)
+                    self._release()
+                    self._rows(B, lo, hi, None, wb, opened, closed, read_prefix, at)
+                    return
+            self._count(B, codes, uniq, rows, out)
+            self._put_run(b, out, wb, closed, at)
         if at is None:
             self.seq = b.column("seq")[hi - 1].as_py()
 
@@ -434,93 +454,42 @@ class Projector:
         return pc.is_in(subjects, value_set=pa.array(out, pa.string())).to_numpy(zero_copy_only=False)
 
     def _render_run(self, B: ArrowBatch, codes, uniq: list[str], rows) -> tuple:
-        """Render the rules of `rows` (all of fast types): (rules, rule index, row, key, text,
-        subject, tags) of each version in projection order (row, then rule), counting the
-        matches and skips; subjects is None when every version's is its event's. Pure but for
-        the stats, which are counted last."""
-        rules: list[FastRule] = []
-        parts = []        # (sort keys, rule indexes, rows, keys, texts, subjects, tags) per (type, rule)
-        skips = []        # (sort key, rule, row, MissingField)
-        matched = 0
-        rc = codes[rows]
-        loads = _DECODER.decode
-        types = np.unique(rc).tolist()
-        frs = {c: self._fast_for(uniq[c]) for c in types}
-        width = max(len(fr.rules) for fr in frs.values())  # type: ignore[union-attr]
-        for c in types:
-            fr = frs[c]
-            assert fr is not None
-            rt = rows[rc == c] if len(types) > 1 else rows
-            rl = rt.tolist()
-            ds = ms = None
-            if fr.needs_data:
-                data = B.data
-                ds = [loads(data[r]) for r in rl]
-            if fr.needs_meta:
-                meta = B.meta
-                ms = [None if meta[r] is None else loads(meta[r]) for r in rl]
-            matched += len(rl) * len(fr.rules)
-            for ri, f in enumerate(fr.rules):
-                gi = len(rules)
-                rules.append(f)
-                idx, keys, texts, subjects, tags, missing = f.render_many(ds, ms, B, rl)
-                vr = rt[idx] if len(idx) != len(rl) else rt
-                parts.append((vr * width + ri, gi, vr, keys, texts, subjects, tags))
-                for i, exc in missing:
-                    skips.append((rl[i] * width + ri, f, rl[i], exc))
-        if all(p[5] is None for p in parts):
-            parts = [p[:5] + ([],) + p[6:] for p in parts]
-            own = False  # every version's subject is its event's
-        else:  # rules naming their own subject: the others' versions get their event's
-            subj = B.subject
-            parts = [p if p[5] is not None else p[:5] + ([subj[r] for r in p[2].tolist()],) + p[6:] for p in parts]
-            own = True
-        if len(parts) == 1:
-            _, gi, vr, keys, texts, subjects, tags = parts[0]
-            gid = np.full(len(vr), gi, dtype=np.int64)
-        else:
-            order = np.argsort(np.concatenate([p[0] for p in parts]), kind="stable")
-            gid = np.concatenate([np.full(len(p[2]), p[1], dtype=np.int64) for p in parts])[order]
-            vr = np.concatenate([p[2] for p in parts])[order]
-            n = len(order)
-            pick = itemgetter(*order.tolist()) if n > 1 else (lambda xs: (xs[0],)) if n else (lambda xs: ())
-            keys, texts, tags = (list(pick(sum((p[k] for p in parts), []))) for k in (3, 4, 6))
-            subjects = list(pick(sum((p[5] for p in parts), []))) if own else None
-        st = self.stats  # counted last: a rendering that raised leaves the run to _rows
-        st.matched += matched
-        if skips:
-            st.skipped += len(skips)
-            _, f, r, exc = max(skips, key=lambda x: x[0])
-            st.last_skip = f"{f.rule.name} at seq {B.seq[r]}: event has no `{exc.path}`"
-        return rules, gid, vr, keys, texts, subjects if own else None, tags
+        """fastrules.render_rows of `rows` (all of fast types) with the rules in force."""
+        return render_rows(self._fast_for, B, codes, uniq, rows)
 
-    def _put_run(self, b: pa.RecordBatch, B: ArrowBatch, out: tuple, wb: WriteBatch, closed, at: int | None) -> None:
-        """_put for every rendered version of a run (see _render_run), as one Arrow table."""
-        rules, gid, vrow, keys, texts, subjects, tags = out
-        if subjects is not None and (self.forgotten or self.purged):
-            # a rule naming a forgotten subject from another subject's event
+    def _count(self, B: ArrowBatch, codes, uniq: list[str], rows, out: Rendered) -> None:
+        """The stats of rendering `rows` (all of fast types) into `out`: each rule of a row's
+        type matched it; the skips, and the last of them."""
+        fast_for = self._fast_for
+        nrules = np.array([len(fr.rules) if (fr := fast_for(t)) is not None else 0 for t in uniq], dtype=np.int64)
+        st = self.stats
+        st.matched += int(nrules[codes[rows]].sum())
+        if out.skips:
+            st.skipped += len(out.skips)
+            r, _, gi, path = max(out.skips, key=lambda x: (x[0], x[1]))
+            st.last_skip = f"{out.rules[gi].rule.name} at seq {B.seq[r]}: event has no `{path}`"
+
+    def _put_run(self, b: pa.RecordBatch, out: Rendered, wb: WriteBatch, closed, at: int | None) -> None:
+        """_put for every rendered version of a run (see _fast_run), as one Arrow table."""
+        if out.subjects is not None and (self.forgotten or self.purged):
+            # a rule naming a forgotten subject from another subject's event (None: the event's
+            # own subject, which _fast_run checked)
             forgotten, purged, was_purged = self.forgotten, self.purged, self._was_purged
-            ok = [not (s in forgotten or (purged and was_purged(s))) for s in subjects]
+            ok = [s is None or not (s in forgotten or (purged and was_purged(s))) for s in out.subjects.to_pylist()]
             if not all(ok):
-                sel = [i for i, k in enumerate(ok) if k]
-                gid, vrow = gid[sel], vrow[sel]
-                keys, texts, subjects, tags = ([xs[i] for i in sel] for xs in (keys, texts, subjects, tags))
-        m = len(keys)
+                out = out.take(np.flatnonzero(ok))
+        rules, gid, vrow = out.rules, out.gid, out.row
+        m = len(out)
         if not m:
             return
-        try:
-            text_arr = pa.array(texts, pa.string())
-        except (UnicodeError, pa.ArrowException):  # seal_many decides in Python
-            text_arr = None
-        texts, metas, hashes, text_arr = seal_many(texts, text_arr)
         # supersession: a version closes the current one of its key, unless it is late
         vid0 = self.next_vid
         self.next_vid += m
         ts_np = b.column("time_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)[vrow]
         pos_np = (b.column("seq").cast(pa.int64()).to_numpy(zero_copy_only=False)[vrow] if at is None
                   else np.full(m, at, dtype=np.int64))
-        key_arr = pa.array(keys, pa.string())
-        to_seq = self._supersede(key_arr, ts_np, pos_np, vid0, wb, keys)
+        key_arr = out.keys
+        to_seq = self._supersede(key_arr, ts_np, pos_np, vid0, wb, out.key_list)
         # the new versions as a table
         g = pa.array(gid)
         take = lambda vals, typ: pa.array(vals, typ).take(g)  # noqa: E731
@@ -528,30 +497,33 @@ class Projector:
         no_ttl = np.array([f.ttl_us is None for f in rules], dtype=bool)[gid]
         offsets = pa.array(np.arange(m + 1, dtype=np.int32))
         vr = pa.array(vrow)
-        if any(f.rule.tags for f in rules):
-            tag_arr = pa.array(tags, pa.list_(pa.string()))
+        if out.tags is not None:
+            tag_arr = out.tags
         else:
             tag_arr = pa.ListArray.from_arrays(pa.array(np.zeros(m + 1, dtype=np.int32)), pa.array([], pa.string()),
                                                type=pa.list_(pa.string()))
+        subjects = b.column("subject").take(vr).cast(pa.string())
+        if out.subjects is not None:
+            subjects = pc.coalesce(out.subjects, subjects)
         tbl = pa.Table.from_arrays([
             pa.array(np.arange(vid0, vid0 + m, dtype=np.int64)),
             key_arr,
             pa.array(["upsert"], pa.string()).take(pa.array(np.zeros(m, dtype=np.int32))),
-            b.column("subject").take(vr).cast(pa.string()) if subjects is None else pa.array(subjects, pa.string()),
+            subjects,
             take([f.rule.kind for f in rules], pa.string()),
-            pa.array(texts, pa.string()) if text_arr is None else text_arr,
+            out.texts,
             take([f.rule.priority for f in rules], pa.float64()),
             take([f.rule.pinned for f in rules], pa.bool_()),
             tag_arr,
             pa.array(ts_np),
             pa.array(ts_np + ttl, mask=no_ttl),
-            pa.array(hashes, pa.string()),
+            out.hashes,
             pa.array(pos_np),
             to_seq,
             pa.ListArray.from_arrays(offsets, b.column("seq").take(vr).cast(pa.int64()), type=pa.list_(pa.int64())),
             pa.ListArray.from_arrays(offsets, b.column("id").take(vr).cast(pa.string()), type=pa.list_(pa.string())),
             take([f.rule.name for f in rules], pa.string()),
-            pa.array(metas, pa.string()),
+            out.metas,
         ], schema=ARROW_SCHEMA)
         wb.new_table = tbl if wb.new_table is None else pa.concat_tables([wb.new_table, tbl])
         self._lazy_rows.append((np.arange(vid0, vid0 + m, dtype=np.int64), tbl))
@@ -877,7 +849,7 @@ class Projector:
         seal_rows(out)
         return out
 
-    def _fast_row(self, fr: "_FastRules", recs: list, B: Batch, r: int, pos: int, wb: WriteBatch,
+    def _fast_row(self, fr: "FastRules", recs: list, B: Batch, r: int, pos: int, wb: WriteBatch,
                   opened, closed) -> None:
         """_apply for row r of a batch whose event type has only simple rules (fastrules);
         `recs` are the row's rendered rules (see _prerender)."""
@@ -1241,33 +1213,3 @@ class _Discard(list):
         pass
 
 
-class _FastRules:
-    """The compiled rules of one event type (all simple)."""
-
-    __slots__ = ("rules", "needs_data", "needs_meta", "times")
-
-    def __init__(self, rules: list[FastRule]) -> None:
-        self.rules = rules
-        self.needs_data = any(f.needs_data for f in rules)
-        self.needs_meta = any(f.needs_meta for f in rules)
-        self.times = set().union(*(f.times for f in rules))
-
-
-class _BatchTimes(dict):
-    """Batch.times: the formatted times of one batch, computed (with pyarrow) the first time a
-    compiled rule asks for a (field, spec), for the rows of the event types that need it; the
-    others read None and format in Python, so a rules change inside the batch stays exact."""
-
-    def __init__(self, proj: Projector, b: pa.RecordBatch) -> None:
-        super().__init__()
-        self._proj, self._b = proj, b
-
-    def __missing__(self, key: tuple[str, str]) -> list:
-        field_, spec = key
-        b = self._b
-        want = [t for t in pc.unique(b.column("type")).to_pylist()
-                if (fr := self._proj._fast_for(t)) is not None and key in fr.times]
-        mask = pc.is_in(b.column("type"), pa.array(want, pa.string()))
-        col = b.column("time_ts" if field_ == "time" else "recorded_at").cast(pa.int64())
-        self[key] = out = time_strings(col, spec, mask)
-        return out

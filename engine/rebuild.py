@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pyarrow as pa
 
+from . import prerender
 from .items import BulkWriter, ItemStore
 from .erase import purged_stubs
+from .prerender import Ahead
 from .projector import PROJECT_COLUMNS, Projector
 from .snapshot import ITEMS_FILE, _fsync_dir
 
@@ -135,12 +137,18 @@ def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], N
 
     # the store is fresh and read only when the replay is done: write it in bulk
     writer = BulkWriter(proj.items, in_memory=in_memory)
+    # rules rendered ahead, partly by a worker process (prerender)
+    ahead = Ahead(proj, batches()) if writer.columnar and prerender.wanted(proj, log, end) else None
     with _no_cyclic_gc():
         try:
-            proj.run(batches(), end, lambda at: read(at - 1), deferred=writer, materialise=keep_projector)
+            proj.run(batches() if ahead is None else ahead, end, lambda at: read(at - 1), deferred=writer,
+                     materialise=keep_projector, ahead=ahead)
         except BaseException:
             writer.abort()
             raise
+        finally:
+            if ahead is not None:
+                ahead.close()
         writer.finish()
 
 

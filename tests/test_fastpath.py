@@ -2,7 +2,9 @@
 produces exactly the item versions of the per-event path, on awkward inputs."""
 from __future__ import annotations
 
+import os
 import random
+import signal
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 import ctxdb
-from ctxdb import fastrules
+from ctxdb import fastrules, prerender
 from ctxdb.erase import purged_stubs
 from ctxdb.events import utc_from_micros
 from ctxdb.items import BulkWriter, ItemStore
@@ -109,10 +111,14 @@ def _events(n: int, seed: int) -> list[dict]:
     return out
 
 
-def _project(log, python_rules, stub, *, fast: bool, bulk: "bool | str", monkeypatch, stress: bool = False
-             ) -> tuple[str, dict]:
+def _project(log, python_rules, stub, *, fast: bool, bulk: "bool | str", monkeypatch, stress: bool = False,
+             ahead: str | None = None) -> tuple[str, dict]:
     """bulk: False (the per-batch writes), True (BulkWriter into DuckDB) or "mem" (BulkWriter
-    keeping the rows in memory, adopted by the store: replay --verify's scratch store)."""
+    keeping the rows in memory, adopted by the store: replay --verify's scratch store).
+    ahead (with bulk): the batches rendered ahead (prerender.Ahead) by "worker" (the worker
+    process, and this thread when it lags), "here" (this thread only, every other batch's
+    rendering failing: the projector renders those itself) or "kill" (the worker killed with
+    SIGKILL after two batches: this thread renders the rest)."""
     with monkeypatch.context() as mp:
         if not fast:  # the per-event path, with redact() run on every text
             mp.setattr(Projector, "_fast_for", lambda self, t: None)
@@ -157,7 +163,36 @@ def _project(log, python_rules, stub, *, fast: bool, bulk: "bool | str", monkeyp
         batches = log.read_batches(from_seq=1, to_seq=end, columns=PROJECT_COLUMNS)
         if bulk:
             w = BulkWriter(items, chunk=37, in_memory=bulk == "mem")  # tiny chunks: flushes with open versions held back
-            proj.run(batches, end, prefix, deferred=w)
+            if ahead is None:
+                proj.run(batches, end, prefix, deferred=w)
+            else:
+                if ahead == "here":
+                    render_batch, n_ahead = prerender.render_batch, [0]
+
+                    def failing(*a):
+                        n_ahead[0] += 1
+                        if n_ahead[0] % 2:
+                            raise RuntimeError("rendering failed")
+                        return render_batch(*a)
+                    mp.setattr(prerender, "render_batch", failing)
+                ah = prerender.Ahead(proj, batches, worker=ahead != "here", wait=True)
+                src = inner = iter(ah)
+                if ahead == "kill":
+                    def killing():
+                        for i, b in enumerate(inner):
+                            if i == 2 and ah._pool is not None:
+                                for p in list(ah._pool._processes.values()):
+                                    os.kill(p.pid, signal.SIGKILL)
+                            yield b
+                    src = killing()
+                proj.run(src, end, prefix, deferred=w, ahead=ah)
+                st = ah.stats
+                if ahead == "worker" and not python_rules:
+                    assert st["worker"] > 0, st
+                if ahead == "here" and not python_rules:
+                    assert st["worker"] == 0 and st["here"] > 0 and st["none"] > 0, st
+                if ahead == "kill" and not python_rules:
+                    assert st["here"] > 0, st   # what the worker would have rendered after its death
             w.finish()
             if bulk == "mem":  # the rows were adopted, in vid order, not inserted
                 assert items._adopted is not None
@@ -241,6 +276,9 @@ def test_fast_path_equals_per_event_path(tmp_path: Path, monkeypatch, seed: int,
                                    (True, "mem", False), (True, "mem", True)):
             got = _project(*args, fast=fast, bulk=bulk, monkeypatch=monkeypatch, stress=stress)
             assert got == ref, (fast, bulk, stress)
+        for mode in ("worker", "here", "kill"):  # rendered ahead, by a worker process and/or here
+            got = _project(*args, fast=True, bulk="mem", monkeypatch=monkeypatch, ahead=mode)
+            assert got == ref, mode
         if variant in ("plain", "system"):
             # the columnar key state finds keys by hash: with 8 hash values for all keys, every
             # batch has keys sharing one (grouped by the keys themselves) and every lookup walks
