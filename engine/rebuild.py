@@ -139,7 +139,7 @@ def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], N
     writer = BulkWriter(proj.items, in_memory=in_memory)
     # rules rendered ahead, partly by a worker process (prerender)
     ahead = Ahead(proj, batches()) if writer.columnar and prerender.wanted(proj, log, end) else None
-    with _no_cyclic_gc():
+    with _no_cyclic_gc(), _reusing_pool():
         try:
             proj.run(batches() if ahead is None else ahead, end, lambda at: read(at - 1), deferred=writer,
                      materialise=keep_projector, ahead=ahead)
@@ -150,6 +150,27 @@ def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], N
             if ahead is not None:
                 ahead.close()
         writer.finish()
+
+
+@contextmanager
+def _reusing_pool() -> Iterator[None]:
+    """Arrow's default memory pool is jemalloc for the time of a replay, where pyarrow has it.
+    A replay decodes a segment's row groups into fresh buffers and frees them a moment later,
+    batch after batch; the default (mimalloc) hands the memory back to the kernel, which zeroes
+    it again when it is faulted in: most of the reading threads' CPU went to clearing pages
+    (perf, 10^6-event replay --verify). jemalloc keeps it for a while (pyarrow's decay: 1 s).
+    Buffers remember their pool, so those made before or after are unaffected."""
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        yield
+        return
+    old = pa.default_memory_pool()
+    pa.set_memory_pool(pool)
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(old)
 
 
 @contextmanager
