@@ -100,3 +100,30 @@ def test_a_bulk_writer_in_memory_stores_what_one_into_duckdb_stores(shape):
     assert mem.checkpoint() == plain.checkpoint() == (500, 401, "")
     assert mem.versions_at(120) == plain.versions_at(120) and mem.versions_at(120)
     assert reference(mem._q("SELECT * FROM item_versions ORDER BY vid")) == reference(full)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 50])
+def test_digest_is_in_vid_order_whatever_the_insertion_order(monkeypatch, rows):
+    """ItemStore.digest reads a table's rows as inserted (DuckDB keeps insertion order) when
+    their vids ascend, and sorts them otherwise: rows inserted in vid order, reversed, or out
+    of order only across the batches it reads (`rows` per batch) digest the same."""
+    from ctxdb import items as items_mod
+    from ctxdb.items import ItemStore
+
+    monkeypatch.setattr(items_mod, "DIGEST_ROWS", rows)
+    full = table(120, "mixed")
+    n = full.num_rows
+    orders = {"ascending": list(range(n)), "descending": list(range(n))[::-1],
+              "swapped": list(range(60, n)) + list(range(60)),   # each part ascends; the second starts lower
+              "one_pair": [0, 2, 1] + list(range(3, n))}
+    digests = {}
+    for name, order in orders.items():
+        st = ItemStore(None)
+        st._con.register("_rows", full.take(pa.array(order)))
+        st._con.execute("INSERT INTO item_versions SELECT * FROM _rows")
+        st._con.unregister("_rows")
+        assert st._q("SELECT vid FROM item_versions").column("vid").to_pylist() == \
+            full.column("vid").take(pa.array(order)).to_pylist()   # (DuckDB kept the insertion order)
+        digests[name] = st.digest()
+        st.close()
+    assert len(set(digests.values())) == 1, digests
