@@ -160,7 +160,7 @@ if __name__ == "__main__":
 @pytest.mark.parametrize("imports,store_in_forkserver,as_module", [
     ("import ctxdb", False, False),                               # workers never load the store
     ("import ctxdb", False, True),                                # python -m main_script
-    ("import ctxdb\nfrom ctxdb import open as _o", True, False),  # a main script using the package: loaded (once)
+    ("import ctxdb\nfrom ctxdb import open as _o", False, False),  # a main script using the package: not run there
 ])
 def test_forkserver_imports_only_what_workers_need(tmp_path, imports, store_in_forkserver, as_module):
     f = write_ndjson(tmp_path / "e.ndjson", events(600) + events(10))
@@ -174,10 +174,10 @@ def test_forkserver_imports_only_what_workers_need(tmp_path, imports, store_in_f
     assert out.stdout.split() == ["600", "10", str(store_in_forkserver)]
 
 
-def test_a_main_script_without_the_main_guard_still_ingests_everything(tmp_path):
-    """Decode workers are started by a forkserver that imports the main script; one without the
-    `if __name__ == "__main__":` guard makes that fail. The ingest then decodes in the calling
-    process instead (with a warning): same events, nothing lost, no crash."""
+def test_a_main_script_without_the_main_guard_ingests_with_workers(tmp_path):
+    """The decode workers' forkserver never runs the main script (it marks it imported): a
+    script without the `if __name__ == "__main__":` guard ingests with its workers, runs once,
+    and loses nothing."""
     write_ndjson(tmp_path / "e.ndjson", events(300) + events(20))
     script = tmp_path / "unguarded.py"
     script.write_text(
@@ -187,11 +187,28 @@ def test_a_main_script_without_the_main_guard_still_ingests_everything(tmp_path)
         "    rep = db.ingest(str(here / 'e.ndjson'))\n"
         "print('appended', rep.appended, 'duplicates', rep.duplicates)\n")
     env = dict(os.environ, CTXDB_PARALLEL_MIN_BYTES="1", CTXDB_PARALLEL_RANGE_BYTES="2000")
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=tmp_path, check=False)
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", str(script)], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "appended 300 duplicates 20" in proc.stdout
-    assert "parallel decode unavailable" in proc.stderr
+    assert proc.stdout.count("appended") == 1 and "appended 300 duplicates 20" in proc.stdout
+    assert "parallel decode unavailable" not in proc.stderr
     with ctxdb.open(tmp_path / "db", readonly=True) as db:
         got = [e.id for e in db.read()]
     assert got == [e["id"] for e in events(300)]
+
+
+def test_workers_that_cannot_start_leave_the_decoding_to_the_caller(tmp_path, parallel_env, monkeypatch):
+    """If the decode workers cannot be started, the ingest decodes in the calling process with
+    a warning: same events, nothing lost."""
+    from ctxdb import parallel
+
+    def broken(ctx):
+        raise OSError("no forkserver here")
+    monkeypatch.setattr(parallel, "_start_forkserver", broken)
+    write_ndjson(tmp_path / "e.ndjson", events(300) + events(20))
+    with pytest.warns(RuntimeWarning, match="parallel decode unavailable"):
+        with ctxdb.open(tmp_path / "db") as db:
+            rep = db.ingest(str(tmp_path / "e.ndjson"))
+    assert (rep.appended, rep.duplicates) == (300, 20)
+    with ctxdb.open(tmp_path / "db", readonly=True) as db:
+        assert [e.id for e in db.read()] == [e["id"] for e in events(300)]
