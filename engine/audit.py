@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
 
+from . import prerender
 from .access import SYSTEM_AUDITOR
 from .errors import BadInput, CtxdbError
 from .projector import DECISION_TYPE, versions_final
@@ -219,9 +220,20 @@ class ReplayReport(msgspec.Struct, frozen=True):
 
 
 def replay_verify(store: "Store", progress: Callable[[int, int], None] | None = None) -> ReplayReport:
+    t0 = time.perf_counter()
+    log = store.log
+    # the replay's render worker starts now, while the live store is opened (prerender)
+    worker = prerender.Worker() if prerender.wanted(store._python_rules, log, log.last_seq) else None
+    try:
+        return _replay_verify(store, progress, t0, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _replay_verify(store: "Store", progress, t0: float, worker: "prerender.Worker | None") -> ReplayReport:
     from .live import Views
 
-    t0 = time.perf_counter()
     log = store.log
     receipts = list(log.read(type=DECISION_TYPE))
     with _live_items(store, needs_semantic=any(_has_query(ev) for ev in receipts)) as (end, semantic, digest):
@@ -230,12 +242,12 @@ def replay_verify(store: "Store", progress: Callable[[int, int], None] | None = 
         scratch = proj.items
         try:
             # receipts read the scratch store and the projector's policies, never its current versions
-            replay_into(proj, log, end, progress, keep_projector=False, in_memory=True)
+            replay_into(proj, log, end, progress, keep_projector=False, in_memory=True, worker=worker)
             # the scratch store is digested on a thread while the receipts are checked (it is
             # only read from here on; the hashing releases the GIL)
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxdb-replay-digest") as pool:
                 d_fut = pool.submit(scratch.digest)
-                views = Views(log, scratch, proj, live=False, semantic=semantic)
+                views = Views(log, scratch, proj, live=False, semantic=semantic, keep_token_counts=False)
                 bad = []
                 for ev in receipts:
                     r = check_receipt(views, ev)

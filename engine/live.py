@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
+import pyarrow as pa
+
 from .access import check_auditor, filter_versions, no_policy, reader_policy
 from .config import AgentPolicy, Config
 from .errors import AccessDenied, BadInput, CtxdbError
@@ -141,8 +143,12 @@ class Subscription:
 
 class Views:
     def __init__(self, log: BaseLog, items: ItemStore, projector: Projector, *, live: bool,
-                 on_projected: Callable[[int], None] | None = None, semantic: "Semantic | None" = None) -> None:
+                 on_projected: Callable[[int], None] | None = None, semantic: "Semantic | None" = None,
+                 keep_token_counts: bool = True) -> None:
+        """`keep_token_counts=False`: token counts stay in memory, never written to the item
+        store (a scratch store that is thrown away)."""
         self.log, self.items, self.projector = log, items, projector
+        self._keep_tokens = keep_token_counts
         self.semantic = semantic
         self.live = live
         self.on_projected = on_projected
@@ -520,8 +526,22 @@ class Views:
     def _counts_for(self, tok: Tokenizer, tbl) -> dict[str, int]:
         cache = self._token_cache(tok)
         hashes = tbl.column("hash").to_pylist()
-        if any(h not in cache for h in hashes):
+        miss = [i for i, h in enumerate(hashes) if h not in cache]
+        if not miss:
+            return cache
+        lines = getattr(tok, "count_lines", None)
+        if lines is None:
             self._count_missing(tok, zip(hashes, tbl.column("text").to_pylist()))
+            return cache
+        # counted by the tokenizer over the Arrow column (no Python strings)
+        texts = tbl.column("text")
+        counted = lines(texts if len(miss) == len(hashes) else texts.take(pa.array(miss, pa.int64())))
+        with self._lock:
+            pending = self._tok_pending.setdefault(tok.name, {})
+            for i, n in zip(miss, counted):
+                h = hashes[i]
+                cache[h] = n
+                pending[h] = n
         return cache
 
     def _flush_tokens(self) -> None:
@@ -535,7 +555,7 @@ class Views:
         return out
 
     def _put_tokens(self, counts: dict[str, dict[str, int]]) -> None:
-        if self.items is None:
+        if self.items is None or not self._keep_tokens:
             return
         for name, batch in counts.items():
             try:

@@ -46,15 +46,49 @@ LOOKAHEAD = 4          # batches read ahead of the projection
 IN_FLIGHT = 2          # batches handed to the worker at once (one rendering, one waiting)
 
 
-def wanted(proj: Any, log: Any, events: int) -> bool:
-    """Whether a replay of `events` events of `log` by `proj` should render ahead."""
-    if os.environ.get("CTXDB_RENDER_AHEAD", "1") == "0" or events < MIN_EVENTS or proj.python_rules:
+def wanted(python_rules: list, log: Any, events: int) -> bool:
+    """Whether a replay of `events` events of `log` (with those Python rules) should render ahead."""
+    if os.environ.get("CTXDB_RENDER_AHEAD", "1") == "0" or events < MIN_EVENTS or python_rules:
         return False
     if getattr(log, "atrest", None) is not None or (os.cpu_count() or 1) < 2:
         return False
     from .parallel import _ship_dir
 
     return _ship_dir() is not None
+
+
+class Worker:
+    """The render worker process, started on a thread (the forkserver first, if this process
+    has none yet: an interpreter importing what workers need), so that whoever starts it early
+    goes on meanwhile. `pool()` is None until it is up, and for good if it could not start."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._thread = threading.Thread(target=self._start, name="ctxdb-render-start", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        from . import parallel
+
+        try:
+            ctx = mp.get_context("forkserver")
+            parallel._start_forkserver(ctx)
+            pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+            pool.submit(int).result()   # forked and ready
+            self._pool = pool
+        except Exception:  # noqa: BLE001 (no worker: everything is rendered in the replay's thread)
+            pass
+
+    def pool(self, wait: bool = False) -> ProcessPoolExecutor | None:
+        if wait:
+            self._thread.join()
+        return self._pool
+
+    def close(self) -> None:
+        self._thread.join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 class _Entry:
@@ -73,9 +107,11 @@ class Ahead:
     the Rendered of the batch just yielded (None: render it in the projector). Counts what was
     rendered where in `stats` (batches: worker, here, none)."""
 
-    def __init__(self, proj: Any, batches: Iterable[pa.RecordBatch], *, worker: bool = True, wait: bool = False) -> None:
-        """`worker=False`: no worker (everything is rendered here, ahead); `wait`: wait for the
-        worker to be up before the first batch (tests: tiny replays are over before it is)."""
+    def __init__(self, proj: Any, batches: Iterable[pa.RecordBatch], *, worker: "Worker | bool" = True,
+                 wait: bool = False) -> None:
+        """`worker`: True (start one, closed with this), a Worker started earlier (left running),
+        or False (everything is rendered here, ahead); `wait`: wait for the worker to be up
+        before the first batch (tests: tiny replays are over before it is)."""
         from . import parallel
         from .projector import POLICY_TYPE  # (not at the top: the worker never imports the projector)
 
@@ -89,32 +125,21 @@ class Ahead:
         self._n = 0
         self._blobs: dict[int, tuple[FastRules, bytes]] = {}
         self._pool: ProcessPoolExecutor | None = None
-        self._broken = self._dir is None or not worker
+        self._broken = self._dir is None or worker is False
+        self._own = worker is True and not self._broken
+        self._worker = (Worker() if self._own else worker) if not self._broken else None
         self._in_flight = 0
         self._policy: _Entry | None = None   # a batch with a policy event, not projected yet
         self.stats = {"worker": 0, "here": 0, "none": 0}
-        self._starter = threading.Thread(target=self._start, name="ctxdb-render-start", daemon=True)
-        if not self._broken:
-            self._starter.start()
-            if wait:
-                self._starter.join()
+        if self._worker is not None and wait:
+            self._worker.pool(wait=True)
 
     # ---- the worker ----------------------------------------------------------------------
-    def _start(self) -> None:
-        """Start the worker (blocks until the forkserver has imported what it needs: this
-        thread keeps rendering meanwhile)."""
-        from . import parallel
-
-        try:
-            ctx = mp.get_context("forkserver")
-            parallel._start_forkserver(ctx)
-            pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
-            pool.submit(int).result()   # forked and ready
-            self._pool = pool
-        except Exception:  # noqa: BLE001 (no worker: everything is rendered here)
-            self._broken = True
-
     def _ready(self) -> bool:
+        if self._pool is None and self._worker is not None:
+            self._pool = self._worker.pool()
+            if self._pool is None and not self._worker._thread.is_alive():
+                self._broken = True   # it could not start
         return self._pool is not None and not self._broken
 
     def _blob(self, fr: FastRules) -> bytes:
@@ -266,11 +291,9 @@ class Ahead:
         for e in self._q:
             if e.fut is not None and not e.done:
                 e.fut.cancel()
-        if self._starter.is_alive():
-            self._starter.join()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        if self._own and self._worker is not None:
+            self._worker.close()
+        self._pool = None
         for e in self._q:
             if e.paths is not None and not e.done:
                 for p in e.paths:

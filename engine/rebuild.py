@@ -115,14 +115,15 @@ def prefetched(it: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.Reco
 
 def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], None] | None = None, *,
                 transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
-                keep_projector: bool = True, in_memory: bool = False) -> None:
+                keep_projector: bool = True, in_memory: bool = False, worker: "prerender.Worker | None" = None) -> None:
     """Project events 1..end of `log` with `proj` (a fresh projector over a fresh item store,
     which nobody may read before this returns), reporting progress. `transform` maps every
     batch read (the re-reads after a rules change too) before it is projected.
     `keep_projector=False`: `proj` is thrown away afterwards (only its item store is used), so
     its current versions need not be made ItemVersions (Projector.run(materialise=False)).
     `in_memory=True` (a scratch store in memory, only read afterwards): the versions are kept as
-    Arrow tables and adopted by the store (ItemStore.adopt_versions), not inserted."""
+    Arrow tables and adopted by the store (ItemStore.adopt_versions), not inserted. `worker`:
+    a render worker started early (prerender.Worker; else one is started here if it helps)."""
     def read(to_seq: int) -> Iterator[pa.RecordBatch]:
         for b in log.read_batches(from_seq=1, to_seq=to_seq, columns=PROJECT_COLUMNS):
             yield b if transform is None else transform(b)
@@ -138,7 +139,9 @@ def replay_into(proj: Projector, log, end: int, progress: Callable[[int, int], N
     # the store is fresh and read only when the replay is done: write it in bulk
     writer = BulkWriter(proj.items, in_memory=in_memory)
     # rules rendered ahead, partly by a worker process (prerender)
-    ahead = Ahead(proj, batches()) if writer.columnar and prerender.wanted(proj, log, end) else None
+    ahead = None
+    if writer.columnar and (worker is not None or prerender.wanted(proj.python_rules, log, end)):
+        ahead = Ahead(proj, batches(), worker=True if worker is None else worker)
     with _no_cyclic_gc(), _reusing_pool():
         try:
             proj.run(batches() if ahead is None else ahead, end, lambda at: read(at - 1), deferred=writer,
