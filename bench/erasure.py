@@ -51,6 +51,7 @@ import subprocess
 import os
 import platform
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -403,17 +404,21 @@ def main() -> None:
 
         # ---- g. `ctxdb replay --verify` as a compliance team runs it: the CLI, a fresh process ----
         cli = Path(sys.executable).with_name("ctxdb")
+        own0 = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
         proc = subprocess.run([str(cli), "replay", "--verify", "--db", str(store), "--config", str(cfg), "--json"],
                               capture_output=True, text=True)
         cli_s = time.perf_counter() - t
+        own1 = resource.getrusage(resource.RUSAGE_SELF)
+        own_cpu = (own1.ru_utime - own0.ru_utime) + (own1.ru_stime - own0.ru_stime)
         cr = json.loads(proc.stdout) if proc.returncode == 0 else {}
         out["replay_verify"]["cli"] = {"returncode": proc.returncode, "seconds": cr.get("seconds"),
                                        "process_seconds": round(cli_s, 3), "ok": cr.get("ok"),
                                        "events_per_s": round(cr["events"] / cr["seconds"]) if cr.get("seconds") else None,
+                                       "bench_process_cpu_seconds": round(own_cpu, 3),
                                        "stderr": proc.stderr[-2000:]}
         log(f"ctxdb replay --verify (CLI): rc {proc.returncode}, {cr.get('seconds')} s in the command, "
-            f"{cli_s:.2f} s for the process")
+            f"{cli_s:.2f} s for the process; this process used {own_cpu:.2f} s of CPU meanwhile")
     finally:
         if args.keep:
             print(f"store kept at {tmp}", file=sys.stderr)
