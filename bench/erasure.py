@@ -35,9 +35,9 @@ default segment size and snapshot cadence). Measured in one run, each with time.
      position (they held the target: their hashes change and no marker remains), and every receipt
      audited (db.audit(id).verified)
   g. `ctxdb replay --verify --json` on the closed store, as a compliance team runs it: a fresh
-     process (the report's seconds, and the process's with interpreter start-up and imports). The
-     in-process run of e. comes after ingest, purge and verify-purge in one process, where the
-     same replay step measures ~30 % slower than in a fresh process (cause not found)
+     process (the report's seconds, and the process's with interpreter start-up and imports),
+     and the CPU this process used meanwhile. The fresh process starts its render worker's
+     forkserver itself, where the in-process run of e. finds the ingest's already running
 
 Prints a table (target vs measured) and the load average at start and end (other jobs may share the
 machine); writes everything to bench/out/erasure.json.
