@@ -108,6 +108,14 @@ class WriteBatch:
     python_rules: str = ""
     meta: dict[str, str] = field(default_factory=dict)             # projector state beside the checkpoint
     new_table: pa.Table | None = None                               # more new versions, as rows of ARROW_SCHEMA
+    # more closes, as arrays (vids, to_seqs): the projector's columnar path, for BulkWriter
+    close_arrays: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def take_close_arrays(self) -> None:
+        """Move close_arrays into `closes` (for writers that take closes as a dict)."""
+        for v, s in self.close_arrays:
+            self.closes.update(zip(v.tolist(), s.tolist()))
+        self.close_arrays = []
 
 
 _GETTERS = [operator.attrgetter(f.name) for f in ARROW_SCHEMA]
@@ -119,11 +127,13 @@ def merge_batches(wbs: list[WriteBatch]) -> WriteBatch:
     possibly in the same list), later state (summary windows, meta) replaces earlier, policies
     and uses accumulate in order, the last checkpoint wins."""
     if len(wbs) == 1:
+        wbs[0].take_close_arrays()
         return wbs[0]
     last = wbs[-1]
     out = WriteBatch(to_seq=last.to_seq, next_vid=last.next_vid, first_vid=wbs[0].first_vid,
                      python_rules=last.python_rules)
     for wb in wbs:
+        wb.take_close_arrays()
         out.new.extend(wb.new)
         out.closes.update(wb.closes)
         out.summary_state.update(wb.summary_state)
@@ -463,6 +473,7 @@ class BulkWriter:
         self._pending: list[pa.Table] = []          # rows not written yet (some still open)
         self._new = 0                               # rows added since the last flush
         self._closes: dict[int, int] = {}           # vid -> to_seq, not applied yet
+        self._close_arrays: list[tuple[np.ndarray, np.ndarray]] = []   # more of them, as (vids, to_seqs)
         self._old_closes: dict[int, int] = {}       # closes of versions stored before the replay
         self._wb = WriteBatch(to_seq=0, next_vid=1)
         self._background = background
@@ -481,6 +492,7 @@ class BulkWriter:
             self._pending.append(wb.new_table)
             self._new += wb.new_table.num_rows
         self._closes.update(wb.closes)
+        self._close_arrays += wb.close_arrays
         acc = self._wb
         acc.to_seq, acc.next_vid, acc.python_rules = wb.to_seq, wb.next_vid, wb.python_rules
         acc.summary_state.update(wb.summary_state)
@@ -518,7 +530,7 @@ class BulkWriter:
             self._stop()
         except BaseException:  # noqa: BLE001 (the caller is raising its own error)
             pass
-        self._pending, self._closes = [], {}
+        self._pending, self._closes, self._close_arrays = [], {}, []
 
     def _resolve(self) -> pa.Table | None:
         """The held rows with every close received applied (the others are of versions stored
@@ -527,10 +539,15 @@ class BulkWriter:
             t = None
         else:
             t = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
-        if self._closes:
-            cv = np.fromiter(self._closes.keys(), dtype=np.int64, count=len(self._closes))
-            cs = np.fromiter(self._closes.values(), dtype=np.int64, count=len(self._closes))
-            self._closes = {}
+        if self._closes or self._close_arrays:
+            vs = [v for v, _ in self._close_arrays]
+            ss = [s for _, s in self._close_arrays]
+            if self._closes:
+                vs.append(np.fromiter(self._closes.keys(), dtype=np.int64, count=len(self._closes)))
+                ss.append(np.fromiter(self._closes.values(), dtype=np.int64, count=len(self._closes)))
+            cv = vs[0] if len(vs) == 1 else np.concatenate(vs)
+            cs = ss[0] if len(ss) == 1 else np.concatenate(ss)
+            self._closes, self._close_arrays = {}, []
             hit = np.zeros(len(cv), dtype=bool)
             if t is not None and t.num_rows:
                 # each close's row, by a search of the vids in order (one sort, no hash table)

@@ -604,11 +604,13 @@ class Projector:
             gfirst[1:] = ~same_next
             glast = np.ones(len(g), dtype=bool)
             glast[:-1] = ~same_next
-            # the first of a group closes the key's current version (_close: wb.closes)
+            # the first of a group closes the key's current version (_close; as arrays: only a
+            # BulkWriter takes the columnar path's writes)
             fc = ucodes[g[gfirst]]
             pre_vid = ov.cur[fc]
             has = pre_vid >= 0
-            wb.closes.update(zip(pre_vid[has].tolist(), pos[idx[gfirst]][has].tolist()))
+            if has.any():
+                wb.close_arrays.append((pre_vid[has], pos[idx[gfirst]][has]))
             # the last of a group is the key's newest time and current version
             lc, li = ucodes[g[glast]], idx[glast]
             ov.lt[lc] = ts[li]

@@ -407,6 +407,8 @@ def test_supersede_matches_the_per_version_bookkeeping(span: int) -> None:
             newest[k] = i
             current[k] = vid0 + i
         assert got == want, trial
+        assert not wb.closes, trial   # the columnar path's closes go as arrays (only a BulkWriter takes them)
+        wb.take_close_arrays()
         assert wb.closes == closes, trial
         assert proj.last_time == last_time and proj.current == current, trial
 
