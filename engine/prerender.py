@@ -33,7 +33,7 @@ import pickle
 import secrets
 import threading
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
@@ -287,12 +287,17 @@ class Ahead:
         return cur[1] if cur is not None and cur[0] is b else None
 
     def close(self) -> None:
+        """Stop: batches not started are cancelled, the one the worker is rendering is waited
+        for (it would write its file after the unlinking below), every file is removed."""
         self._cur = None
+        running = []
         for e in self._q:
-            if e.fut is not None and not e.done:
-                e.fut.cancel()
+            if e.fut is not None and not e.done and not e.fut.cancel():
+                running.append(e.fut)
         if self._own and self._worker is not None:
             self._worker.close()
+        elif running:  # a worker started by the caller goes on: wait for what it is rendering
+            wait(running)
         self._pool = None
         for e in self._q:
             if e.paths is not None and not e.done:

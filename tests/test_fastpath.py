@@ -436,3 +436,69 @@ def test_key_state_gives_each_key_one_code(monkeypatch, collide: bool) -> None:
                        np.full(len(new), -1, np.int64))
         ref.update(zip([distinct[i] for i in new], codes.tolist()))
         assert ks.n == len(ref) and ks.keys_of(np.arange(ks.n)) == sorted(ref, key=ref.get)
+
+
+def test_an_interrupted_replay_leaves_no_files_behind(tmp_path: Path) -> None:
+    """A replay that fails midway (here: reading its fourth batch), with the render worker busy
+    and batches in flight, removes every file it shipped through shared memory, and the worker
+    it was lent stops cleanly afterwards."""
+    from ctxdb.rebuild import replay_into
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    cfg = tmp_path / "ctxdb.toml"
+    cfg.write_text(RULES.replace("{{", "{").replace("}}", "}").replace("{extra}", ""))
+    with ctxdb.open(tmp_path / "data", config=cfg, embedder=None, segment_events=300, sync=False) as db:
+        evs = _events(3000, 4)
+        for i in range(0, len(evs), 500):
+            db.append(evs[i:i + 500])
+        log, end = db.log, db.log.last_seq
+        seen = [0]
+
+        def failing(b):
+            seen[0] += 1
+            if seen[0] == 4:
+                raise RuntimeError("disk gone")
+            return b
+        old = os.environ.get("CTXDB_SHM_DIR")
+        os.environ["CTXDB_SHM_DIR"] = str(shm)
+        try:
+            worker = prerender.Worker()
+            assert worker.pool(wait=True) is not None
+            proj = Projector(ItemStore(None), db._python_rules, stub_subject=db._salt.stub_subject, purged=purged_stubs(log))
+            with pytest.raises(RuntimeError, match="disk gone"):
+                replay_into(proj, log, end, transform=failing, keep_projector=False, in_memory=True, worker=worker)
+            worker.close()
+        finally:
+            if old is None:
+                os.environ.pop("CTXDB_SHM_DIR", None)
+            else:
+                os.environ["CTXDB_SHM_DIR"] = old
+    assert seen[0] == 4
+    assert list(shm.iterdir()) == []
+
+
+def test_closing_waits_for_the_batch_a_lent_worker_is_rendering(tmp_path: Path) -> None:
+    """Ahead.close() with a worker it was lent (replay --verify starts one early): the batch the
+    worker is still rendering is waited for before the files are removed, or its output file
+    would appear after the removal and stay. (The 'rendering' here is a job that writes its
+    output file after 0.5 s.)"""
+    import functools
+    import subprocess
+
+    worker = prerender.Worker()
+    try:
+        pool = worker.pool(wait=True)
+        assert pool is not None
+        src, dst = tmp_path / "in", tmp_path / "out"
+        src.write_bytes(b"batch")
+        fut = pool.submit(functools.partial(subprocess.run, ["sh", "-c", f"sleep 0.5; echo x > {dst}"], check=True))
+        ah = prerender.Ahead(Projector(ItemStore(None)), iter([]), worker=worker)
+        e = prerender._Entry(pa.record_batch({"type": pa.array(["x"])}), {"x": None}, None, False)  # type: ignore[dict-item]
+        e.fut, e.paths = fut, (str(src), str(dst))
+        ah._q.append(e)
+        ah.close()
+        assert fut.done()
+        assert not src.exists() and not dst.exists()
+    finally:
+        worker.close()
