@@ -342,7 +342,6 @@ class ItemStore:
             else:
                 return digest_batches(rdr.schema.remove(0), batches)
             rdr.close()  # (DuckDB runs one query per connection at a time)
-            batches = []
             rdr = self._con.sql(f"SELECT {cols} FROM item_versions ORDER BY vid").to_arrow_reader(DIGEST_ROWS)
             return digest_batches(rdr.schema, rdr)
 

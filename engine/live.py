@@ -508,10 +508,14 @@ class Views:
         missing = list({h: t for h, t in pairs if h not in cache}.items())
         if not missing:
             return
-        counted = tok.count_many([render_line(t) for _, t in missing])
+        self._remember(tok, [h for h, _ in missing], tok.count_many([render_line(t) for _, t in missing]))
+
+    def _remember(self, tok: Tokenizer, hashes: Iterable[str], counts: Iterable[int]) -> None:
+        """Token counts into the cache and queued for the item store."""
+        cache = self._token_cache(tok)
         with self._lock:
             pending = self._tok_pending.setdefault(tok.name, {})
-            for (h, _), n in zip(missing, counted):
+            for h, n in zip(hashes, counts):
                 cache[h] = n
                 pending[h] = n
 
@@ -536,12 +540,7 @@ class Views:
         # counted by the tokenizer over the Arrow column (no Python strings)
         texts = tbl.column("text")
         counted = lines(texts if len(miss) == len(hashes) else texts.take(pa.array(miss, pa.int64())))
-        with self._lock:
-            pending = self._tok_pending.setdefault(tok.name, {})
-            for i, n in zip(miss, counted):
-                h = hashes[i]
-                cache[h] = n
-                pending[h] = n
+        self._remember(tok, (hashes[i] for i in miss), counted)
         return cache
 
     def _flush_tokens(self) -> None:
